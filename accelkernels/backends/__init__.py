@@ -1,0 +1,159 @@
+"""Backend registry and choice: which implementation serves a call, and why another one cannot.
+
+Rules (the README states them for users):
+- ``"auto"`` means the current default: ``use_backend(...)`` > ``ACCELKERNELS_BACKEND`` > automatic.
+- Automatic choice walks ``AUTO_ORDER`` for the tensors' device and takes the first backend that
+  can serve the inputs, else the reference — silently on the CPU, with one warning per process
+  when a GPU is present but the CUDA extension is not built.
+- An explicitly requested backend that cannot serve raises BackendUnavailableError; it never
+  quietly runs another one. An unknown name is a ValueError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from .._errors import BackendUnavailableError
+from .base import Backend
+from .cuda_backend import CudaBackend
+from .torch_backend import TorchBackend
+from .triton_backend import TritonBackend
+
+BACKEND_NAMES = ("torch", "triton", "cuda", "auto")
+OPS = ("conv2d", "matmul", "linear")
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (TorchBackend(), TritonBackend(), CudaBackend())}
+
+# What "auto" tries, per device type and op, before the reference. A backend joins a list only when
+# `accelkernels bench` shows it beating cuBLAS/cuDNN on the card; none has been measured yet, so the
+# reference serves everything. The kernel issues add entries together with the numbers behind them.
+AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
+    "cuda": {"conv2d": (), "matmul": (), "linear": ()},
+    "cpu": {"conv2d": (), "matmul": (), "linear": ()},
+}
+
+_default: contextvars.ContextVar[str | None] = contextvars.ContextVar("accelkernels_backend", default=None)
+_warned_not_built = False
+
+
+def check_name(name: object, what: str = "backend") -> str:
+    if not isinstance(name, str) or name not in BACKEND_NAMES:
+        raise ValueError(f"{what} must be one of {', '.join(repr(n) for n in BACKEND_NAMES)}; got {name!r}")
+    return name
+
+
+def current_default() -> str:
+    """The backend that ``"auto"`` stands for right now."""
+    scoped = _default.get()
+    if scoped is not None:
+        return scoped
+    env = os.environ.get("ACCELKERNELS_BACKEND", "").strip()
+    if env:
+        return check_name(env, "ACCELKERNELS_BACKEND")
+    return "auto"
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Within the block, calls made with ``backend="auto"`` (the default) use ``name``.
+
+    ``use_backend("cuda")`` is an explicit request: a call it cannot serve raises.
+    """
+    token = _default.set(check_name(name))
+    try:
+        yield
+    finally:
+        _default.reset(token)
+
+
+def _device_type(tensors: Sequence[torch.Tensor | None]) -> str:
+    return next(t.device.type for t in tensors if t is not None)
+
+
+def _warn_once_if_gpu_without_kernels(device_type: str) -> None:
+    global _warned_not_built
+    if _warned_not_built or device_type != "cuda":
+        return
+    from .. import _extension
+
+    status = _extension.status()
+    if not status.loaded:
+        _warned_not_built = True
+        warnings.warn(
+            f"accelkernels: the CUDA extension is not available ({status.reason}); "
+            "using the reference ops (cuBLAS/cuDNN). `accelkernels info` has details.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def resolve(op: str, requested: str, tensors: Sequence[torch.Tensor | None], **details) -> Backend:
+    """The backend that will run ``op`` on these inputs (see the module docstring for the rules)."""
+    name = current_default() if requested == "auto" else check_name(requested)
+    if name != "auto":
+        backend = BACKENDS[name]
+        why = backend.why_not(op, tensors, **details)
+        if why is not None:
+            raise BackendUnavailableError(f"accelkernels.{op}: backend={name!r} cannot serve this call: {why}")
+        return backend
+    device_type = _device_type(tensors)
+    _warn_once_if_gpu_without_kernels(device_type)
+    for candidate in AUTO_ORDER.get(device_type, {}).get(op, ()):
+        backend = BACKENDS[candidate]
+        if backend.why_not(op, tensors, **details) is None:
+            return backend
+    return BACKENDS["torch"]
+
+
+def available_backends() -> dict[str, dict[str, object]]:
+    """For each backend name: whether it can run here at all, and if not, why.
+
+    ``{"torch": {"available": True, "reason": "..."}, "triton": {...}, "cuda": {...}, "auto": {...}}``.
+    Whether a backend serves a particular call also depends on dtype, shape and layout; an explicit
+    request that it cannot serve raises BackendUnavailableError with the reason.
+    """
+    out: dict[str, dict[str, object]] = {}
+    for name, backend in BACKENDS.items():
+        why = backend.unavailable_reason()
+        out[name] = {"available": why is None, "reason": why or backend.describe()}
+    out["auto"] = {"available": True, "reason": "picks the best available backend per call, else the reference"}
+    return out
+
+
+def is_available(name: str) -> bool:
+    """Whether backend ``name`` can run here at all (tests use this to skip precisely)."""
+    check_name(name)
+    return name == "auto" or BACKENDS[name].unavailable_reason() is None
+
+
+def op_support_table() -> dict[str, dict[str, str]]:
+    """op -> backend -> "yes" or the reason it cannot serve the op here (for `accelkernels info`)."""
+    table: dict[str, dict[str, str]] = {}
+    for op in OPS:
+        row = {}
+        for name, backend in BACKENDS.items():
+            why = backend.unavailable_reason() or backend.op_unsupported_reason(op)
+            row[name] = "yes" if why is None else f"no: {why}"
+        table[op] = row
+    return table
+
+
+__all__ = [
+    "AUTO_ORDER",
+    "BACKENDS",
+    "BACKEND_NAMES",
+    "BackendUnavailableError",
+    "available_backends",
+    "check_name",
+    "current_default",
+    "is_available",
+    "op_support_table",
+    "resolve",
+    "use_backend",
+]

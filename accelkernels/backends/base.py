@@ -1,0 +1,53 @@
+"""What every backend provides. Ops call these after validation, so inputs are well-formed here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class Backend:
+    name: str = ""
+    # op -> None when this backend implements it, else the reason it does not (shown by `info`).
+    op_reasons: dict[str, str | None] = {}
+
+    # -- can it serve? ------------------------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot run on this machine at all, or None. Must not compile anything."""
+        return None
+
+    def describe(self) -> str:
+        return ""
+
+    def op_unsupported_reason(self, op: str) -> str | None:
+        return self.op_reasons.get(op, f"no {op} kernel in the {self.name} backend")
+
+    def inputs_unsupported_reason(self, op: str, tensors: Sequence[torch.Tensor | None], **details) -> str | None:
+        """Why these particular inputs (device, dtype, layout, shape) cannot be served, or None."""
+        return None
+
+    def why_not(self, op: str, tensors: Sequence[torch.Tensor | None], **details) -> str | None:
+        return (
+            self.unavailable_reason()
+            or self.op_unsupported_reason(op)
+            or self.inputs_unsupported_reason(op, tensors, **details)
+        )
+
+    # -- the kernels (shapes as in accelkernels.ops; activation is "none"/"relu"/"gelu"/"silu") ----
+    def conv2d(self, input, weight, bias, stride, padding, dilation, groups, activation) -> torch.Tensor:
+        raise NotImplementedError
+
+    def conv2d_input_grad(self, grad_output, input, weight, stride, padding, dilation, groups) -> torch.Tensor:
+        raise NotImplementedError
+
+    def conv2d_weight_grad(self, grad_output, input, weight, stride, padding, dilation, groups) -> torch.Tensor:
+        raise NotImplementedError
+
+    def matmul(self, a, b) -> torch.Tensor:
+        raise NotImplementedError
+
+    def linear(self, input, weight, bias, activation) -> torch.Tensor:
+        raise NotImplementedError

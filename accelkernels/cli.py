@@ -1,0 +1,46 @@
+"""The `accelkernels` command: `info` (versions, GPU, extension, backends) and `build` (compile now)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _info(args) -> int:
+    from . import info
+
+    data = info.collect()
+    print(json.dumps(data, indent=2) if args.json else info.format_text(data))
+    return 0
+
+
+def _build(args) -> int:
+    from . import _extension
+
+    status = _extension.status(build=True)
+    if status.loaded:
+        print(f"accelkernels: CUDA extension ready ({status.mode}: {status.reason})")
+        return 0
+    print(
+        f"accelkernels: CUDA extension not available: {status.reason}\n"
+        f"  compile on first use here: {_extension.describe_jit_possibility()}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="accelkernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="versions, GPU, extension build state, op x backend availability")
+    p_info.add_argument("--json", action="store_true", help="machine-readable output")
+    p_info.set_defaults(func=_info)
+    p_build = sub.add_parser("build", help="compile the CUDA extension now (needs a GPU and nvcc)")
+    p_build.set_defaults(func=_build)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""What `accelkernels info` reports: versions, the GPU, the extension's state, op x backend support."""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import re
+import subprocess
+
+import torch
+
+from . import _extension
+from .backends import available_backends, op_support_table
+
+
+def _triton_version() -> str:
+    if importlib.util.find_spec("triton") is None:
+        return "not installed"
+    import triton
+
+    return triton.__version__
+
+
+def _nvcc_version() -> str:
+    nvcc = _extension.nvcc_path()
+    if nvcc is None:
+        return "not found (set CUDA_HOME)"
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{nvcc} did not answer ({exc})"
+    match = re.search(r"release ([\d.]+)", out)
+    return f"{match.group(1) if match else 'unknown'} ({nvcc})"
+
+
+def _gpus() -> list[dict]:
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        gpus.append(
+            {
+                "index": i,
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "sms": props.multi_processor_count,
+            }
+        )
+    return gpus
+
+
+def collect() -> dict:
+    """Everything `info` shows, as plain data (also printed with --json)."""
+    ext = _extension.status()
+    nvcc = _nvcc_version()
+    warnings = []
+    if torch.version.cuda and nvcc[0].isdigit() and not nvcc.startswith(torch.version.cuda.split(".")[0] + "."):
+        warnings.append(f"nvcc {nvcc.split()[0]} and torch's CUDA {torch.version.cuda} differ in major version")
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda or "none (CPU-only build)",
+        "triton": _triton_version(),
+        "nvcc": nvcc,
+        "gpus": _gpus(),
+        "extension": {
+            "mode": ext.mode,
+            "detail": ext.reason,
+            "build_info": ext.build_info,
+            "compile_on_first_use": _extension.describe_jit_possibility(),
+        },
+        "backends": available_backends(),
+        "ops": op_support_table(),
+        "warnings": warnings,
+    }
+
+
+def format_text(info: dict) -> str:
+    lines = [
+        f"python        {info['python']}",
+        f"torch         {info['torch']} (CUDA {info['torch_cuda']})",
+        f"triton        {info['triton']}",
+        f"nvcc          {info['nvcc']}",
+    ]
+    if info["gpus"]:
+        for g in info["gpus"]:
+            lines.append(
+                f"gpu {g['index']}         {g['name']}, compute capability {g['capability']}, "
+                f"{g['sms']} SMs, {g['memory_gib']} GiB"
+            )
+    else:
+        lines.append("gpu           none found (the reference path runs everything on the CPU)")
+    ext = info["extension"]
+    lines.append(f"extension     {ext['mode']}: {ext['detail']}")
+    if ext["build_info"]:
+        b = ext["build_info"]
+        lines.append(
+            f"              built for torch {b.get('torch_version')}, CUDA {b.get('cuda_version')}, "
+            f"arch {b.get('arch_list')}, {len(b.get('kernels', []))} kernels"
+        )
+    lines.append(f"              compile on first use: {ext['compile_on_first_use']}")
+    lines.append("")
+    lines.append("backends")
+    for name, b in info["backends"].items():
+        lines.append(f"  {name:<7} {'available' if b['available'] else 'unavailable':<12} {b['reason']}")
+    lines.append("")
+    names = [n for n in info["backends"] if n != "auto"]
+    reasons: list[str] = []  # footnotes, so the table stays narrow
+    lines.append("op x backend  " + "".join(f"{n:<10}" for n in names))
+    for op, row in info["ops"].items():
+        cells = []
+        for n in names:
+            if row[n] == "yes":
+                cells.append("yes")
+                continue
+            why = row[n].removeprefix("no: ")
+            if why not in reasons:
+                reasons.append(why)
+            cells.append(f"no [{reasons.index(why) + 1}]")
+        lines.append(f"  {op:<11} " + "".join(f"{c:<10}" for c in cells))
+    for i, why in enumerate(reasons, 1):
+        lines.append(f"  [{i}] {why}")
+    for w in info["warnings"]:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""accelkernels.conv2d: F.conv2d's semantics, an optional fused activation, a choice of backend.
+
+Three registered ops (namespace ``accelkernels``), each with a fake kernel so torch.compile traces
+them, and the backward wired through ``register_autograd`` onto the gradient ops so that kernels
+for dgrad and wgrad slot in per backend:
+
+- ``conv2d(input, weight, bias, stride, padding, dilation, groups, activation, backend)``
+- ``conv2d_input_grad(grad_output, input, weight, stride, padding, dilation, groups, backend)``
+- ``conv2d_weight_grad(grad_output, input, weight, stride, padding, dilation, groups, backend)``
+
+At op level: input is 4-D, padding is symmetric ints (the public function turns "same"/"valid",
+unbatched input and asymmetric "same" padding into that), activation is "none"/"relu"/"gelu"/"silu".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import _activation
+from ..backends import check_name, resolve
+from . import _shortcut
+from ._checks import autocast, check_same, check_tensor, fail
+from ._layout import conv_output_format, suggest_memory_format, suggest_memory_format_symbolic
+
+OP = "conv2d"
+
+
+def output_size(in_size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (in_size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _output_shape(input, weight, stride, padding, dilation) -> list:
+    n, _, h, w = input.shape
+    k, _, r, s = weight.shape
+    return [
+        n,
+        k,
+        output_size(h, r, stride[0], padding[0], dilation[0]),
+        output_size(w, s, stride[1], padding[1], dilation[1]),
+    ]
+
+
+# --- the ops ---------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("accelkernels::conv2d", mutates_args=())
+def conv2d_op(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    activation: str,
+    backend: str,
+) -> torch.Tensor:
+    impl = resolve(OP, backend, (input, weight, bias))
+    out = impl.conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
+    return out.contiguous(memory_format=conv_output_format(input, weight))
+
+
+@conv2d_op.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups, activation, backend):
+    shape = _output_shape(input, weight, stride, padding, dilation)
+    fmt = conv_output_format(input, weight, suggest_memory_format_symbolic)
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
+
+
+@torch.library.custom_op("accelkernels::conv2d_input_grad", mutates_args=())
+def conv2d_input_grad_op(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    backend: str,
+) -> torch.Tensor:
+    """dL/dinput (input is passed for its shape and layout only)."""
+    impl = resolve("conv2d", backend, (grad_output, weight), grad="input")
+    out = impl.conv2d_input_grad(grad_output, input, weight, stride, padding, dilation, groups)
+    return out.contiguous(memory_format=suggest_memory_format(input))
+
+
+@conv2d_input_grad_op.register_fake
+def _(grad_output, input, weight, stride, padding, dilation, groups, backend):
+    fmt = suggest_memory_format_symbolic(input)
+    return torch.empty(input.shape, dtype=input.dtype, device=input.device, memory_format=fmt)
+
+
+@torch.library.custom_op("accelkernels::conv2d_weight_grad", mutates_args=())
+def conv2d_weight_grad_op(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    backend: str,
+) -> torch.Tensor:
+    """dL/dweight (weight is passed for its shape and layout only)."""
+    impl = resolve("conv2d", backend, (grad_output, input), grad="weight")
+    out = impl.conv2d_weight_grad(grad_output, input, weight, stride, padding, dilation, groups)
+    return out.contiguous(memory_format=suggest_memory_format(weight))
+
+
+@conv2d_weight_grad_op.register_fake
+def _(grad_output, input, weight, stride, padding, dilation, groups, backend):
+    fmt = suggest_memory_format_symbolic(weight)
+    return torch.empty(weight.shape, dtype=weight.dtype, device=weight.device, memory_format=fmt)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups, activation, backend = inputs
+    ctx.conv = (list(stride), list(padding), list(dilation), groups)
+    ctx.activation, ctx.backend = activation, backend
+    ctx.has_bias = bias is not None
+    # relu's gradient reads the output; gelu/silu recompute the pre-activation in backward rather
+    # than keep a second activation-sized tensor alive between forward and backward.
+    keep_output = output if activation == "relu" else None
+    ctx.save_for_backward(input, weight, bias, keep_output)
+
+
+def _backward(ctx, grad):
+    input, weight, bias, output = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.conv
+    if ctx.activation != "none":
+        preact = None
+        if _activation.needs_preactivation(ctx.activation):
+            preact = conv2d_op(input, weight, bias, stride, padding, dilation, groups, "none", ctx.backend)
+        grad = _activation.backward(grad, output, preact, ctx.activation)
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_input = grad_weight = grad_bias = None
+    if need_input:
+        grad_input = conv2d_input_grad_op(grad, input, weight, stride, padding, dilation, groups, ctx.backend)
+    if need_weight:
+        grad_weight = conv2d_weight_grad_op(grad, input, weight, stride, padding, dilation, groups, ctx.backend)
+    if ctx.has_bias and need_bias:
+        grad_bias = grad.sum((0, 2, 3))
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --- the public function ---------------------------------------------------------------------------
+
+
+def _pair(fn: str, name: str, value: object) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    fail(fn, f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _check_conv2d(input, weight, bias, stride, dilation, groups) -> None:
+    check_tensor(OP, "input", input)
+    check_tensor(OP, "weight", weight)
+    check_tensor(OP, "bias", bias, optional=True)
+    if input.dim() not in (3, 4):
+        fail(OP, f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {list(input.shape)}")
+    if weight.dim() != 4:
+        fail(OP, f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), got shape {list(weight.shape)}")
+    check_same(OP, "input", input, "weight", weight)
+    check_same(OP, "input", input, "bias", bias)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
+        fail(OP, f"groups must be a positive int, got {groups!r}")
+    if min(stride) <= 0:
+        fail(OP, f"stride must be positive, got {stride}")
+    if min(dilation) <= 0:
+        fail(OP, f"dilation must be positive, got {dilation}")
+    out_channels, in_per_group = weight.shape[0], weight.shape[1]
+    if out_channels % groups != 0:
+        fail(OP, f"weight has {out_channels} output channels, which groups={groups} does not divide")
+    channels = input.shape[-3]
+    if channels != in_per_group * groups:
+        fail(
+            OP,
+            f"input has {channels} channels but weight expects {in_per_group * groups} "
+            f"(weight.shape[1]={in_per_group} x groups={groups}); input shape {list(input.shape)}, "
+            f"weight shape {list(weight.shape)}",
+        )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
+        fail(OP, f"bias must be 1-D with {out_channels} elements (weight.shape[0]), got shape {list(bias.shape)}")
+
+
+def _resolve_padding(padding, weight, stride, dilation) -> tuple[tuple[int, int], tuple[int, int]]:
+    """-> (symmetric padding, extra right/bottom padding), following torch's "same" convention."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            fail(OP, f"padding must be an int, a pair of ints, 'same' or 'valid'; got {padding!r}")
+        if stride != (1, 1):
+            fail(OP, f"padding='same' is not supported for strided convolutions (stride={stride})")
+        totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+        # torch pads the odd extra on the right/bottom (even kernels with odd dilation).
+        return (totals[0] // 2, totals[1] // 2), (totals[0] % 2, totals[1] % 2)
+    pad = _pair(OP, "padding", padding)
+    if min(pad) < 0:
+        fail(OP, f"padding must be non-negative, got {pad}")
+    return pad, (0, 0)
+
+
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    *,
+    activation: str | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """2-D convolution with ``torch.nn.functional.conv2d``'s semantics, then an optional activation.
+
+    Args:
+        input: (N, C, H, W) or unbatched (C, H, W); any memory format.
+        weight: (K, C / groups, R, S).
+        bias: (K,) or None.
+        stride, dilation: int or (sH, sW), positive.
+        padding: int, (pH, pW), ``"same"`` (stride 1 only) or ``"valid"``.
+        groups: divides C and K; groups == C is depthwise.
+        activation: None, "relu", "gelu" (exact erf) or "silu", applied after the bias; fused
+            into the kernel's epilogue where the backend can.
+        backend: "auto" (the current default, see ``use_backend``), "torch", "triton" or "cuda".
+
+    Returns:
+        (N, K, P, Q) — or (K, P, Q) for unbatched input — channels_last if input or weight is
+        (as torch). Under ``torch.autocast`` it runs in the autocast dtype, as F.conv2d does.
+    """
+    activation = _activation.normalize(activation)
+    check_name(backend)
+    stride = _pair(OP, "stride", stride)
+    dilation = _pair(OP, "dilation", dilation)
+    _check_conv2d(input, weight, bias, stride, dilation, groups)
+    pad, extra = _resolve_padding(padding, weight, stride, dilation)
+    input, weight, bias = autocast(input, weight, bias)
+
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    if extra != (0, 0):
+        fmt = suggest_memory_format_symbolic(x)  # traced under torch.compile: the symbolic-safe version
+        x = F.pad(x, (0, extra[1], 0, extra[0])).contiguous(memory_format=fmt)
+    padded_hw = (x.shape[2] + 2 * pad[0], x.shape[3] + 2 * pad[1])
+    reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:]))
+    if reach[0] > padded_hw[0] or reach[1] > padded_hw[1]:
+        fail(
+            OP,
+            f"the kernel {tuple(weight.shape[2:])} with dilation {dilation} spans {reach}, more than the "
+            f"padded input {padded_hw} (input {tuple(x.shape[2:])} + padding {pad})",
+        )
+    if _shortcut.reference_directly(OP, backend, (x, weight, bias)):
+        out = _activation.apply(F.conv2d(x, weight, bias, stride, pad, dilation, groups), activation)
+    else:
+        out = conv2d_op(x, weight, bias, list(stride), list(pad), list(dilation), groups, activation, backend)
+    return out.squeeze(0) if unbatched else out

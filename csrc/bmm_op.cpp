@@ -1,0 +1,86 @@
+// Host side of accelkernels::cuda_bmm: argument checks, device guard, current stream, launch check.
+// The schema is defined in Python (accelkernels/ops/cuda_kernels.py); this file adds the CUDA kernel.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "kernel_registry.h"
+
+namespace accelkernels {
+namespace {
+
+Activation parse_activation(c10::string_view name) {
+  if (name == "none") return Activation::kNone;
+  if (name == "relu") return Activation::kRelu;
+  if (name == "gelu") return Activation::kGelu;
+  if (name == "silu") return Activation::kSilu;
+  TORCH_CHECK_VALUE(false, "accelkernels::cuda_bmm: activation must be none, relu, gelu or silu, got '",
+                    std::string(name), "'");
+}
+
+void check_operand(const at::Tensor& t, const char* name, const at::Tensor& a) {
+  TORCH_CHECK(t.is_cuda(), "accelkernels::cuda_bmm: ", name, " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(t.device() == a.device(), "accelkernels::cuda_bmm: ", name, " is on ", t.device(), " but a is on ",
+              a.device());
+  TORCH_CHECK(t.scalar_type() == a.scalar_type(), "accelkernels::cuda_bmm: ", name, " has dtype ", t.scalar_type(),
+              " but a has ", a.scalar_type());
+}
+
+at::Tensor cuda_bmm(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias,
+                    c10::string_view activation, c10::string_view kernel) {
+  check_operand(a, "a", a);
+  check_operand(b, "b", b);
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3, "accelkernels::cuda_bmm: a and b must be 3-D (batch, M, K) and "
+              "(batch, K, N), got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(a.size(0) == b.size(0) && a.size(2) == b.size(1), "accelkernels::cuda_bmm: shapes ", a.sizes(),
+              " and ", b.sizes(), " do not multiply");
+  const int64_t batch = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+  if (bias.has_value()) {
+    check_operand(*bias, "bias", a);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n, "accelkernels::cuda_bmm: bias must have shape (", n,
+                "), got ", bias->sizes());
+  }
+  const BmmKernel* chosen = find_bmm_kernel(kernel);
+  TORCH_CHECK_VALUE(chosen != nullptr, "accelkernels::cuda_bmm: no kernel named '", std::string(kernel),
+                    "' (accelkernels._C.kernels() lists them)");
+  TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat, "accelkernels::cuda_bmm: kernel '", chosen->name, "' takes ",
+                   chosen->dtypes, ", got ", a.scalar_type());
+  TORCH_CHECK((n + 31) / 32 <= kMaxGridY, "accelkernels::cuda_bmm: N=", n, " exceeds the grid limit of this kernel");
+
+  const c10::cuda::CUDAGuard guard(a.device());
+  at::Tensor c = at::empty({batch, m, n}, a.options());
+  if (c.numel() == 0) return c;
+  // A contiguous copy of the (tiny) bias lets the kernel index it directly.
+  const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
+
+  BmmArgs<float> args{};
+  args.a = a.const_data_ptr<float>();
+  args.b = b.const_data_ptr<float>();
+  args.bias = bias.has_value() ? bias_c.const_data_ptr<float>() : nullptr;
+  args.c = c.mutable_data_ptr<float>();
+  args.batch = batch;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.a_stride_batch = a.stride(0);
+  args.a_stride_m = a.stride(1);
+  args.a_stride_k = a.stride(2);
+  args.b_stride_batch = b.stride(0);
+  args.b_stride_k = b.stride(1);
+  args.b_stride_n = b.stride(2);
+  args.activation = parse_activation(activation);
+
+  chosen->launch_f32(args, c10::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return c;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(accelkernels, CUDA, m) { m.impl("cuda_bmm", &cuda_bmm); }
+
+}  // namespace accelkernels

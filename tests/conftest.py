@@ -1,0 +1,60 @@
+"""Shared test setup: the Triton interpreter on GPU-less machines, and the numerics oracle."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Without a GPU, Triton kernels run in its interpreter on CPU tensors. The variable must be set
+# before any Triton kernel is compiled, so it is set here, before the tests import anything.
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The device Triton kernels run on in this session: the GPU, or CPU tensors under the interpreter.
+TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
+
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_precision():
+    """Fresh but reproducible random data per test; exact fp32 matmuls/convs for the references."""
+    torch.manual_seed(0)
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def max_error(x: torch.Tensor, ref64: torch.Tensor) -> float:
+    return (x.double() - ref64).abs().max().item() if x.numel() else 0.0
+
+
+def assert_within_2x_torch_error(ours: torch.Tensor, theirs: torch.Tensor, ref64: torch.Tensor, what: str = "output"):
+    """The project's oracle: our error against a float64 reference is at most twice torch's own
+    error at the same dtype (plus 1e-6 for the cases where torch happens to be exact)."""
+    assert ours.shape == theirs.shape == ref64.shape, (what, ours.shape, theirs.shape, ref64.shape)
+    assert ours.dtype == theirs.dtype, (what, ours.dtype, theirs.dtype)
+    assert torch.isfinite(ours).all(), f"{what}: non-finite values"
+    ours_err, torch_err = max_error(ours, ref64), max_error(theirs, ref64)
+    assert ours_err <= 2 * torch_err + 1e-6, f"{what}: error {ours_err:.3g} > 2 x torch's {torch_err:.3g}"
+
+
+def assert_same_as_torch(ours: torch.Tensor, theirs: torch.Tensor, what: str = "output"):
+    """The reference backend runs torch's own kernels: results must agree bit for bit."""
+    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.fixture(params=["shortcut", "op"])
+def dispatch_path(request, monkeypatch):
+    """Run a reference-path test both ways: the eager shortcut to torch's op, and through the
+    registered accelkernels ops (what torch.compile and the kernel backends use)."""
+    from accelkernels.ops import _shortcut
+
+    monkeypatch.setattr(_shortcut, "ENABLED", request.param == "shortcut")
+    return request.param

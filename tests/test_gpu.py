@@ -1,0 +1,108 @@
+"""GPU tests: the CUDA C++ kernels and the reference path on a real device. Skipped without one,
+and separately when the extension is not built, so each skip says exactly what is missing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_within_2x_torch_error, requires_cuda
+from references import ACTIVATIONS, linear as ref_linear, seed_cnn
+
+import accelkernels as ak
+
+pytestmark = [pytest.mark.gpu, requires_cuda]
+
+
+def _cuda_backend_or_skip():
+    if not ak.is_available("cuda"):
+        pytest.skip(f"cuda backend unavailable: {ak.available_backends()['cuda']['reason']}")
+
+
+def _poison_allocator(numel: int) -> None:
+    """Leave a NaN-filled block in the caching allocator, so an output that is allocated next and not
+    fully written by the kernel shows NaNs instead of stale zeros."""
+    torch.full((numel,), float("nan"), device="cuda")
+    torch.cuda.synchronize()
+
+
+SHAPES = {
+    "1x1x1": ((1, 1), (1, 1)),
+    "ragged": ((97, 61), (61, 75)),
+    "batched_broadcast": ((3, 1, 33, 40), (2, 40, 31)),
+    "vec_mat": ((129,), (129, 65)),
+    "square_512": ((512, 512), (512, 512)),
+}
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["rowmajor", "transposed"])
+@pytest.mark.parametrize("shapes", SHAPES.values(), ids=SHAPES.keys())
+def test_cuda_matmul_fp32_against_float64(shapes, transposed):
+    _cuda_backend_or_skip()
+    make = (lambda s: torch.randn(*s[:-2], s[-1], s[-2], device="cuda").mT) if transposed else (
+        lambda s: torch.randn(s, device="cuda"))
+    a = make(shapes[0]) if len(shapes[0]) > 1 else torch.randn(shapes[0], device="cuda")
+    b = make(shapes[1])
+    _poison_allocator(4 * 1024 * 1024)
+    ours = ak.matmul(a, b, backend="cuda")
+    assert_within_2x_torch_error(ours, torch.matmul(a, b), torch.matmul(a.double(), b.double()))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+def test_cuda_linear_epilogue_and_gradients(activation):
+    _cuda_backend_or_skip()
+    x = torch.randn(4, 37, 129, device="cuda", requires_grad=True)
+    w = (torch.randn(67, 129, device="cuda") / 129**0.5).requires_grad_(True)
+    b = torch.randn(67, device="cuda", requires_grad=True)
+    ours = ak.linear(x, w, b, activation=activation, backend="cuda")
+    g = torch.randn_like(ours)
+    ours_grads = torch.autograd.grad(ours, (x, w, b), g)
+    theirs = ref_linear(x, w, b, activation)
+    theirs_grads = torch.autograd.grad(theirs, (x, w, b), g)
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    ref = ref_linear(x64, w64, b64, activation)
+    ref_grads = torch.autograd.grad(ref, (x64, w64, b64), g.double())
+    assert_within_2x_torch_error(ours, theirs, ref.detach())
+    for name, o, t, r in zip(("input", "weight", "bias"), ours_grads, theirs_grads, ref_grads):
+        assert_within_2x_torch_error(o, t, r, f"grad {name}")
+
+
+def test_cuda_backend_refuses_what_it_cannot_serve():
+    _cuda_backend_or_skip()
+    a = torch.randn(8, 8, device="cuda", dtype=torch.float16)
+    with pytest.raises(ak.BackendUnavailableError, match="float16"):
+        ak.matmul(a, a, backend="cuda")
+    with pytest.raises(ak.BackendUnavailableError, match="on cpu"):
+        ak.matmul(torch.randn(2, 2), torch.randn(2, 2), backend="cuda")
+
+
+def test_cuda_op_runs_on_the_current_stream_and_device():
+    _cuda_backend_or_skip()
+    a, b = torch.randn(64, 48, device="cuda"), torch.randn(48, 80, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out = ak.matmul(a, b, backend="cuda")
+    stream.synchronize()
+    torch.testing.assert_close(out, a @ b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_conv2d_reference_path_on_gpu(dtype, channels_last):
+    x = torch.randn(4, 16, 15, 17, device="cuda", dtype=dtype)
+    w = torch.randn(32, 16, 3, 3, device="cuda", dtype=dtype) / 12
+    if channels_last:
+        x, w = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+    b = torch.randn(32, device="cuda", dtype=dtype)
+    ours = ak.conv2d(x, w, b, padding=1, activation="relu")
+    theirs = F.relu(F.conv2d(x, w, b, padding=1))
+    torch.testing.assert_close(ours, theirs)
+    assert ours.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_converted_cnn_on_gpu_matches_torch():
+    model = seed_cnn().cuda()
+    converted = ak.convert(seed_cnn().cuda())
+    converted.load_state_dict(model.state_dict())
+    x = torch.randn(8, 3, 32, 32, device="cuda")
+    torch.testing.assert_close(converted(x), model(x))

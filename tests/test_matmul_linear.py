@@ -1,0 +1,163 @@
+"""accelkernels.matmul / linear against torch on the reference path, and the Triton kernel (on the
+GPU, or on CPU tensors through TRITON_INTERPRET=1) against a float64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TRITON_DEVICE, assert_same_as_torch, assert_within_2x_torch_error
+from references import ACTIVATIONS, linear as ref_linear
+
+import accelkernels as ak
+
+MATMUL_SHAPES = {
+    "dot": ((7,), (7,)),
+    "vec_mat": ((7,), (7, 5)),
+    "mat_vec": ((4, 7), (7,)),
+    "mat_mat": ((13, 7), (7, 5)),
+    "batched_x_mat": ((3, 13, 7), (7, 5)),
+    "batched": ((3, 13, 7), (3, 7, 5)),
+    "broadcast_4d": ((2, 1, 4, 7), (3, 7, 6)),
+    "vec_x_batched": ((7,), (2, 7, 5)),
+    "batched_x_vec": ((2, 3, 4, 7), (7,)),
+    "size1_batch": ((1, 4, 7), (3, 7, 2)),
+    "empty_batch": ((0, 4, 7), (7, 3)),
+    "k_zero": ((4, 0), (0, 3)),
+    "ones": ((1, 1), (1, 1)),
+}
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+def _make(shape, dtype, transposed=False, device="cpu"):
+    if transposed and len(shape) >= 2:  # the same values read through swapped strides
+        return torch.randn(*shape[:-2], shape[-1], shape[-2], dtype=dtype, device=device).mT
+    return torch.randn(shape, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["rowmajor", "transposed"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES.values(), ids=MATMUL_SHAPES.keys())
+def test_matmul_matches_torch(shapes, dtype, transposed, dispatch_path):
+    a, b = _make(shapes[0], dtype, transposed), _make(shapes[1], dtype, transposed)
+    before = (a.clone(), b.clone())
+    y = ak.matmul(a, b)
+    assert_same_as_torch(y, torch.matmul(a, b))
+    assert torch.equal(a, before[0]) and torch.equal(b, before[1]), "an input was modified"
+
+
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES.values(), ids=MATMUL_SHAPES.keys())
+def test_matmul_gradients_match_torch(shapes, dispatch_path):
+    a = torch.randn(shapes[0], dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shapes[1], dtype=torch.float64, requires_grad=True)
+    y = ak.matmul(a, b)
+    g = torch.randn_like(y)
+    ours = torch.autograd.grad(y, (a, b), g)
+    theirs = torch.autograd.grad(torch.matmul(a, b), (a, b), g)
+    for name, o, t in zip("ab", ours, theirs):
+        torch.testing.assert_close(o, t, msg=lambda m: f"grad {name}: {m}")
+
+
+LINEAR_SHAPES = {"2d": (5, 7), "3d": (2, 3, 7), "1d": (7,), "empty": (0, 7)}
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES.values(), ids=LINEAR_SHAPES.keys())
+def test_linear_matches_torch(shape, dtype, bias, activation, dispatch_path):
+    x = torch.randn(shape, dtype=dtype)
+    w = torch.randn(4, 7, dtype=dtype)
+    b = torch.randn(4, dtype=dtype) if bias else None
+    assert_same_as_torch(ak.linear(x, w, b, activation=activation), ref_linear(x, w, b, activation))
+
+
+def test_linear_vector_weight_and_scalar_bias(dispatch_path):
+    x, w = torch.randn(3, 7), torch.randn(7)
+    assert_same_as_torch(ak.linear(x, w), F.linear(x, w))
+    w2, b1 = torch.randn(4, 7), torch.randn(1)
+    assert_same_as_torch(ak.linear(x, w2, b1), F.linear(x, w2, b1))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7)], ids=["2d", "3d"])
+def test_linear_gradients_match_torch(shape, activation, dispatch_path):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    y = ak.linear(x, w, b, activation=activation)
+    g = torch.randn_like(y)
+    ours = torch.autograd.grad(y, (x, w, b), g)
+    theirs = torch.autograd.grad(ref_linear(x, w, b, activation), (x, w, b), g)
+    for name, o, t in zip(("input", "weight", "bias"), ours, theirs):
+        torch.testing.assert_close(o, t, msg=lambda m: f"grad {name}: {m}")
+
+
+# --- the Triton kernel, against float64 (error <= 2x torch's own at the same dtype) -----------------
+
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TRITON_SHAPES = {
+    "1x1x1": ((1, 1), (1, 1)),
+    "primes": ((37, 19), (19, 41)),
+    "ragged_tiles": ((65, 33), (33, 67)),
+    "batched_broadcast": ((2, 1, 5, 17), (3, 17, 9)),
+    "batched_x_mat": ((3, 13, 70), (70, 5)),
+    "vec_mat": ((23,), (23, 6)),
+    "k_zero": ((4, 0), (0, 3)),
+}
+
+
+def _ref_and_torch(fn, *tensors):
+    ref = fn(*[t.double() if t is not None else None for t in tensors])
+    return ref, fn(*tensors)
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["rowmajor", "transposed"])
+@pytest.mark.parametrize("dtype", TRITON_DTYPES, ids=str)
+@pytest.mark.parametrize("shapes", TRITON_SHAPES.values(), ids=TRITON_SHAPES.keys())
+def test_triton_matmul_against_float64(shapes, dtype, transposed):
+    a = _make(shapes[0], dtype, transposed, TRITON_DEVICE)
+    b = _make(shapes[1], dtype, transposed, TRITON_DEVICE)
+    ours = ak.matmul(a, b, backend="triton")
+    ref, theirs = _ref_and_torch(torch.matmul, a, b)
+    assert_within_2x_torch_error(ours, theirs, ref)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("dtype", TRITON_DTYPES, ids=str)
+def test_triton_linear_epilogue_and_gradients(dtype, activation):
+    x = torch.randn(2, 19, 37, dtype=dtype, device=TRITON_DEVICE, requires_grad=True)
+    w = (torch.randn(23, 37, dtype=dtype, device=TRITON_DEVICE) / 37**0.5).requires_grad_(True)
+    b = torch.randn(23, dtype=dtype, device=TRITON_DEVICE, requires_grad=True)
+    ours = ak.linear(x, w, b, activation=activation, backend="triton")
+    g = torch.randn_like(ours)
+    ours_grads = torch.autograd.grad(ours, (x, w, b), g)
+
+    def run(*t):
+        return ref_linear(*t, activation)
+
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    ref = run(x64, w64, b64)
+    ref_grads = torch.autograd.grad(ref, (x64, w64, b64), g.double())
+    theirs = run(x, w, b)
+    theirs_grads = torch.autograd.grad(theirs, (x, w, b), g)
+    assert_within_2x_torch_error(ours, theirs, ref.detach())
+    for name, o, t, r in zip(("input", "weight", "bias"), ours_grads, theirs_grads, ref_grads):
+        assert_within_2x_torch_error(o, t, r, f"grad {name}")
+
+
+def test_triton_poisoned_output_is_fully_overwritten(monkeypatch):
+    """The kernel must write every element: pre-fill the output buffer with NaN and check none remain."""
+    from accelkernels.triton_kernels import bmm_basic
+
+    real_empty = torch.empty
+
+    def poisoned_empty(*args, **kwargs):
+        return real_empty(*args, **kwargs).fill_(float("nan"))
+
+    monkeypatch.setattr(bmm_basic.torch, "empty", poisoned_empty)
+    a = torch.randn(1, 65, 33, device=TRITON_DEVICE)
+    b = torch.randn(1, 33, 67, device=TRITON_DEVICE)
+    out = bmm_basic.bmm(a, b, None, "none")
+    assert not out.isnan().any()
+    torch.testing.assert_close(out, a @ b, rtol=1e-5, atol=1e-5)
