@@ -96,17 +96,21 @@ def _probe_ahead_of_time() -> ExtensionStatus:
     return _accept(module, AHEAD_OF_TIME, "built by pip install")
 
 
-def _jit_build() -> ExtensionStatus:
-    """Compile csrc/ for the visible GPU with torch's cpp_extension.load (cached by torch)."""
+def visible_gpu_arch() -> str:
+    """TORCH_CUDA_ARCH_LIST entry for the current GPU; 9.0 and later get the arch-specific "a" target
+    (wgmma/TMA need sm_90a)."""
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}.{minor}" + ("a" if major >= 9 else "")
+
+
+def jit_build(arch_list: str) -> ExtensionStatus:
+    """Compile csrc/ with torch's cpp_extension.load (cached by torch under TORCH_EXTENSIONS_DIR)."""
     from torch.utils import cpp_extension
 
     sources = cfg.sources(REPO_ROOT)
     if not sources:
         return ExtensionStatus(ABSENT, f"CUDA sources not found under {cfg.csrc_dir(REPO_ROOT)}")
-    major, minor = torch.cuda.get_device_capability()
-    arch = f"{major}.{minor}" + ("a" if major >= 9 else "")
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", arch)
-    arch_list = os.environ["TORCH_CUDA_ARCH_LIST"]
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list  # cpp_extension reads the targets from here
     print(
         f"accelkernels: compiling the CUDA extension for {arch_list} (first use; cached afterwards) ...",
         file=sys.stderr,
@@ -135,7 +139,7 @@ def status(*, build: bool = False) -> ExtensionStatus:
             _status = _probe_ahead_of_time()
         if build and not _status.loaded and not _jit_attempted and _jit_possible():
             _jit_attempted = True
-            _status = _jit_build()
+            _status = jit_build(os.environ.get("TORCH_CUDA_ARCH_LIST") or visible_gpu_arch())
         return _status
 
 

@@ -116,3 +116,42 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
 
 def test_backend_names_are_stable():
     assert ak.backends.BACKEND_NAMES == ("torch", "triton", "cuda", "auto")
+
+
+def test_stale_build_is_reported_not_loaded():
+    reason = _extension._stale_reason({"torch_version": "1.0.0"})
+    assert "built for torch 1.0.0" in reason and "rebuild" in reason
+    assert _extension._stale_reason({"torch_version": torch.__version__}) is None
+
+
+def test_one_warning_when_a_gpu_is_present_but_the_extension_is_absent(monkeypatch):
+    from accelkernels import backends
+
+    absent = _extension.ExtensionStatus(_extension.ABSENT, "not built ahead of time")
+    monkeypatch.setattr(_extension, "status", lambda **kw: absent)
+    monkeypatch.setattr(backends, "_warned_not_built", False)
+    with pytest.warns(RuntimeWarning, match="not built ahead of time"):
+        backends._warn_once_if_gpu_without_kernels("cuda")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backends._warn_once_if_gpu_without_kernels("cuda")  # once per process
+        backends._warn_once_if_gpu_without_kernels("cpu")  # never for CPU tensors
+
+
+@pytest.mark.skipif(os.environ.get("ACCELKERNELS_TEST_JIT") != "1", reason="set ACCELKERNELS_TEST_JIT=1 (about 2 minutes of nvcc)")
+def test_compile_on_first_use_builds_the_same_sources(tmp_path):
+    """The first-use build (torch's cpp_extension.load) compiles and loads csrc/ on its own; run in a
+    fresh process so the ahead-of-time module, if any, is not loaded beside it."""
+    code = (
+        "from accelkernels import _extension\n"
+        "s = _extension.jit_build('9.0a')\n"
+        "assert s.loaded, s.reason\n"
+        "assert s.mode == _extension.JIT\n"
+        "print(s.build_info['arch_list'], [k['name'] for k in s.module.kernels()])\n"
+    )
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "MAX_JOBS": os.environ.get("MAX_JOBS", "2")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "9.0a ['smem_tiled']" in result.stdout

@@ -47,8 +47,7 @@ def autocast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     Custom ops are invisible to autocast, so without this a converted model under autocast would
     get fp16 activations with fp32 weights. Like torch: floating tensors other than float64 are cast.
     """
-    first = next(t for t in tensors if t is not None)
-    device_type = first.device.type
+    device_type = tensors[0].device.type  # the first tensor (input / a) is never None
     if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)

@@ -9,7 +9,11 @@ kernels under torch.compile) but costs ~15 us per call in eager mode (measured o
 from __future__ import annotations
 
 import torch
-from torch._prims_common import suggest_memory_format as suggest_memory_format_symbolic
+
+try:  # present in torch 2.14.1; where a torch lacks it, the port below stands in
+    from torch._prims_common import suggest_memory_format as suggest_memory_format_symbolic
+except ImportError:  # pragma: no cover - depends on the torch version
+    suggest_memory_format_symbolic = None
 
 
 def _strides_like_channels_last(sizes, strides) -> bool:
@@ -39,5 +43,8 @@ def conv_output_format(input: torch.Tensor, weight: torch.Tensor, suggest=sugges
         return torch.channels_last
     return torch.contiguous_format
 
+
+if suggest_memory_format_symbolic is None:  # pragma: no cover
+    suggest_memory_format_symbolic = suggest_memory_format
 
 __all__ = ["conv_output_format", "suggest_memory_format", "suggest_memory_format_symbolic"]

@@ -251,8 +251,10 @@ def conv2d(
     if extra != (0, 0):
         fmt = suggest_memory_format_symbolic(x)  # traced under torch.compile: the symbolic-safe version
         x = F.pad(x, (0, extra[1], 0, extra[0])).contiguous(memory_format=fmt)
-    padded_hw = (x.shape[2] + 2 * pad[0], x.shape[3] + 2 * pad[1])
-    reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:]))
+    _, _, h, w = x.shape
+    _, _, r, s = weight.shape
+    padded_hw = (h + 2 * pad[0], w + 2 * pad[1])
+    reach = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
     if reach[0] > padded_hw[0] or reach[1] > padded_hw[1]:
         fail(
             OP,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-shot check on a GPU machine: build the extension, run the GPU tests (every backend), a
+# compute-sanitizer memcheck on a small subset, and the overhead benchmark; logs and results go to
+# OUT_DIR, and a short summary table is printed last. Meant to finish well inside 8 minutes.
+#
+# Usage: bash bench/gpu_check.sh OUT_DIR
+set -uo pipefail
+OUT="${1:?usage: bash bench/gpu_check.sh OUT_DIR}"
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+export MAX_JOBS="${MAX_JOBS:-8}"
+declare -a summary
+run() {  # run NAME CMD...: log to OUT/NAME.log, remember pass/fail and seconds
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  summary+=("$(printf '%-22s %-5s %4ds  %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - t0)) "$(tail -n 1 "$OUT/$name.log" | cut -c1-80)")")
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
+git rev-parse --short HEAD > "$OUT/commit.txt" 2>/dev/null
+run build pip install --no-build-isolation --no-deps -e .
+run info python -m accelkernels info
+run tests_gpu python -m pytest -q -rs -m gpu
+run tests_all python -m pytest -q -rs -x
+if command -v compute-sanitizer > /dev/null || [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
+  SAN="$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")"
+  run memcheck "$SAN" --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -k "cuda_matmul and (ragged or 1x1x1)"
+else
+  summary+=("memcheck               skip  compute-sanitizer not found")
+fi
+run overhead python bench/bench_dispatch_overhead.py --device cuda --out "$OUT/overhead"
+
+echo
+echo "== $(head -n 2 "$OUT/gpu.csv" | tail -n 1) | commit $(cat "$OUT/commit.txt" 2>/dev/null)"
+printf '%s\n' "${summary[@]}"
