@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     lines = [
         "# Reference-path overhead (bench/bench_dispatch_overhead.py)",
         "",
-        f"{meta['device']}, {meta['threads']} threads, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; "
+        f"{meta['device']}, torch threads: {meta['threads']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; "
         f"medians of {args.repeats} interleaved runs (p20-p80 in brackets).",
         "",
         "| case | torch ms | accelkernels ms | ratio (paired, median [p20-p80]) |",
