@@ -105,18 +105,21 @@ def visible_gpu_arch() -> str:
 
 def jit_build(arch_list: str) -> ExtensionStatus:
     """Compile csrc/ with torch's cpp_extension.load (cached by torch under TORCH_EXTENSIONS_DIR)."""
-    from torch.utils import cpp_extension
-
     sources = cfg.sources(REPO_ROOT)
     if not sources:
         return ExtensionStatus(ABSENT, f"CUDA sources not found under {cfg.csrc_dir(REPO_ROOT)}")
-    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list  # cpp_extension reads the targets from here
+    if cuda_home():  # cpp_extension resolves CUDA_HOME when first imported; point it at the nvcc we found
+        os.environ.setdefault("CUDA_HOME", cuda_home())
+    from torch.utils import cpp_extension
+
     print(
         f"accelkernels: compiling the CUDA extension for {arch_list} (first use; cached afterwards) ...",
         file=sys.stderr,
         flush=True,
     )
     flags = cfg.compile_flags(torch.__version__, torch.version.cuda, arch_list)
+    saved_arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list  # cpp_extension reads the targets from here
     try:
         module = cpp_extension.load(
             name=cfg.JIT_EXTENSION_NAME,
@@ -128,6 +131,11 @@ def jit_build(arch_list: str) -> ExtensionStatus:
         )
     except Exception as exc:  # compile or link error: report it, fall back
         return ExtensionStatus(ABSENT, f"compiling on first use failed: {str(exc).strip().splitlines()[-1]}")
+    finally:
+        if saved_arch_list is None:
+            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = saved_arch_list
     return _accept(module, JIT, f"compiled on first use for {arch_list}")
 
 

@@ -132,6 +132,7 @@ def test_one_warning_when_a_gpu_is_present_but_the_extension_is_absent(monkeypat
     monkeypatch.setattr(backends, "_warned_not_built", False)
     with pytest.warns(RuntimeWarning, match="not built ahead of time"):
         backends._warn_once_if_gpu_without_kernels("cuda")
+    assert backends._warned_not_built
     import warnings
 
     with warnings.catch_warnings():
