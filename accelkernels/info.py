@@ -98,7 +98,7 @@ def format_text(info: dict) -> str:
         b = ext["build_info"]
         lines.append(
             f"              built for torch {b.get('torch_version')}, CUDA {b.get('cuda_version')}, "
-            f"arch {b.get('arch_list')}, {len(b.get('kernels', []))} kernels"
+            f"arch {b.get('arch_list')}, kernels: {len(b.get('kernels', []))}"
         )
     lines.append(f"              compile on first use: {ext['compile_on_first_use']}")
     lines.append("")
