@@ -48,6 +48,10 @@ def _cuda_extensions():
             raise RuntimeError("ACCELKERNELS_SKIP_CUDA_BUILD=1 and ACCELKERNELS_FORCE_CUDA=1 contradict each other")
         _say("ACCELKERNELS_SKIP_CUDA_BUILD=1: Python-only install")
         return [], {}
+    if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and Path("/usr/local/cuda/bin/nvcc").exists():
+        # torch would otherwise take CUDA_HOME from `which nvcc`, which may be a symlink in /usr/local/bin
+        # whose parent has no CUDA headers or libraries.
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
@@ -65,6 +69,8 @@ def _cuda_extensions():
         problems.append(f"torch {torch.__version__} is a CPU-only build")
     if CUDA_HOME is None or not Path(CUDA_HOME, "bin", "nvcc").exists():
         problems.append("nvcc not found (set CUDA_HOME, e.g. CUDA_HOME=/usr/local/cuda)")
+    elif not Path(CUDA_HOME, "include", "cuda_runtime.h").exists():
+        problems.append(f"CUDA_HOME={CUDA_HOME} has no include/cuda_runtime.h (point CUDA_HOME at the toolkit)")
     if problems:
         reason = "; ".join(problems)
         if force:

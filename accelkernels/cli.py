@@ -1,4 +1,4 @@
-"""The `accelkernels` command: `info` (versions, GPU, extension, backends) and `build` (compile now)."""
+"""The `accelkernels` command: `info`, `build` (compile the extension now), `bench` and `tune`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     p_info.set_defaults(func=_info)
     p_build = sub.add_parser("build", help="compile the CUDA extension now (needs a GPU and nvcc)")
     p_build.set_defaults(func=_build)
+    from .benchmark import cli as bench_cli
+
+    p_bench = sub.add_parser("bench", help="time our kernels against cuBLAS/cuDNN; writes JSON, CSV, report.md, plots")
+    bench_cli.add_arguments(p_bench)
+    p_bench.set_defaults(func=bench_cli.bench)
+    p_tune = sub.add_parser("tune", help="measure which backend is fastest per shape on this card, for backend='auto'")
+    bench_cli.add_arguments(p_tune)
+    p_tune.set_defaults(func=bench_cli.tune)
     args = parser.parse_args(argv)
     return args.func(args)
 

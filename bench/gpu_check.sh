@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-shot check on a GPU machine: build the extension, run the GPU tests (every backend), a
-# compute-sanitizer memcheck on a small subset, and the overhead benchmark; logs and results go to
+# One-shot check on a GPU machine with no network: build the extension, run the GPU tests (every
+# backend), a compute-sanitizer memcheck on a small subset, `accelkernels bench --quick` (results to
+# commit under bench/results/<date>-<card>/) and the overhead benchmark; logs and results go to
 # OUT_DIR, and a short summary table is printed last. Meant to finish well inside 8 minutes.
 #
 # Usage: bash bench/gpu_check.sh OUT_DIR
@@ -32,8 +33,12 @@ if command -v compute-sanitizer > /dev/null || [ -x "$CUDA_HOME/bin/compute-sani
 else
   summary+=("memcheck               skip  compute-sanitizer not found")
 fi
+run bench accelkernels bench --quick --ceilings --no-progress --out "$OUT/bench"
 run overhead python bench/bench_dispatch_overhead.py --device cuda --out "$OUT/overhead"
 
 echo
 echo "== $(head -n 2 "$OUT/gpu.csv" | tail -n 1) | commit $(cat "$OUT/commit.txt" 2>/dev/null)"
 printf '%s\n' "${summary[@]}"
+if [ -f "$OUT/bench/report.md" ]; then  # the headline: α/β per provider
+  grep -A 6 '^| provider | α' "$OUT/bench/report.md"
+fi

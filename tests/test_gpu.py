@@ -106,3 +106,24 @@ def test_converted_cnn_on_gpu_matches_torch():
     converted.load_state_dict(model.state_dict())
     x = torch.randn(8, 3, 32, 32, device="cuda")
     torch.testing.assert_close(converted(x), model(x))
+
+
+def test_auto_follows_the_tuning_table(tmp_path, monkeypatch):
+    from accelkernels import backends
+    from accelkernels.benchmark import tuning
+
+    if not ak.is_available("triton"):
+        pytest.skip("triton unavailable")
+    monkeypatch.setenv("ACCELKERNELS_CACHE_DIR", str(tmp_path))
+    tuning.forget()
+    a = torch.randn(256, 256, device="cuda", dtype=torch.bfloat16)
+    assert backends.resolve("matmul", "auto", (a, a)).name == "torch"  # no table: the built-in order
+    key = tuning.card_key()
+    tuning.save({"format": 1, "key": key, "entries": {tuning.call_bucket("matmul", (a, a)): "triton"}},
+                tuning.table_path(key))
+    tuning.forget()
+    try:
+        assert backends.resolve("matmul", "auto", (a, a)).name == "triton"
+        torch.testing.assert_close(ak.matmul(a, a), a @ a)
+    finally:
+        tuning.forget()

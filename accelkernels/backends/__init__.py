@@ -2,8 +2,9 @@
 
 Rules (the README states them for users):
 - ``"auto"`` means the current default: ``use_backend(...)`` > ``ACCELKERNELS_BACKEND`` > automatic.
-- Automatic choice walks ``AUTO_ORDER`` for the tensors' device and takes the first backend that
-  can serve the inputs, else the reference — silently on the CPU, with one warning per process
+- Automatic choice on CUDA tensors first asks the tuning table that ``accelkernels tune`` wrote
+  for this card (accelkernels/benchmark/tuning.py); then it walks ``AUTO_ORDER`` for the tensors'
+  device and takes the first backend that can serve the inputs, else the reference — silently on the CPU, with one warning per process
   when a GPU is present but the CUDA extension is not built.
 - An explicitly requested backend that cannot serve raises BackendUnavailableError; it never
   quietly runs another one. An unknown name is a ValueError.
@@ -104,6 +105,11 @@ def resolve(op: str, requested: str, tensors: Sequence[torch.Tensor | None], **d
     device_type = tensors[0].device.type  # the first tensor (input / a) is never None
     if device_type == "cuda":
         _warn_once_if_gpu_without_kernels(device_type)
+        from ..benchmark import tuning  # `accelkernels tune` measured this card: its choice comes first
+
+        tuned = tuning.lookup(op, tensors)
+        if tuned is not None and BACKENDS[tuned].why_not(op, tensors, **details) is None:
+            return BACKENDS[tuned]
     for candidate in AUTO_ORDER.get(device_type, {}).get(op, ()):
         backend = BACKENDS[candidate]
         if backend.why_not(op, tensors, **details) is None:

@@ -1,0 +1,1 @@
+"""Benchmark shape suites (CSV tables), installed as accelkernels.bench_suites."""
