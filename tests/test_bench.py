@@ -197,3 +197,12 @@ def test_readme_performance_section_comes_from_the_newest_gpu_run(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
     assert "NVIDIA H100 80GB HBM3" in text and "2026-02-01" in text and "| gemm_square | fwd | bf16 | triton | 2.000 | 1 |" in text
+
+
+def test_measured_ceilings_on_this_machine():
+    from accelkernels.benchmark import ceilings
+
+    measured = ceilings.measure("cpu")
+    assert measured["tbps"] > 0 and measured["tflops"]["fp32"] > 0 and "measured" in measured["source"]
+    assert ceilings.datasheet("NVIDIA H100 80GB HBM3")["tflops"]["bf16"] == 989.0
+    assert ceilings.datasheet("Some CPU") is None

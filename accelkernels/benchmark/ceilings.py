@@ -38,6 +38,8 @@ def measure(device: str) -> dict:
         b = torch.randn(mm_size, mm_size, device=device, dtype=dtype)
         mm_ms = time_call(lambda a=a, b=b: torch.mm(a, b), device, graphable=False)[0][0]
         tflops[name] = 2 * mm_size**3 / (mm_ms * 1e-3) / 1e12
+    if "bf16" in tflops:
+        tflops["fp16"] = tflops["bf16"]  # same tensor-core rate on Hopper; not measured separately
     return {
         "source": f"measured: {n_bytes >> 20} MiB copy, {mm_size}^3 torch.mm",
         "tbps": 2 * n_bytes / (copy_ms * 1e-3) / 1e12,  # read + write

@@ -95,11 +95,13 @@ def _max_error(results: list[torch.Tensor], reference: list[torch.Tensor]) -> fl
     return max(((r.double() - ref).abs().max().item() if r.numel() else 0.0) for r, ref in zip(results, reference))
 
 
-def _peak(settings: Settings, dtype_name: str) -> float | None:
+def _peak(settings: Settings, dtype_name: str, op: str) -> float | None:
+    """The ceiling this case runs against; fp32 counts as TF32 where torch lets that op use it."""
     c = settings.ceilings
     if not c:
         return None
-    key = "tf32" if dtype_name == "fp32" and torch.backends.cuda.matmul.allow_tf32 else dtype_name
+    tf32 = torch.backends.cudnn.allow_tf32 if op == "conv2d" else torch.backends.cuda.matmul.allow_tf32
+    key = "tf32" if dtype_name == "fp32" and tf32 else dtype_name
     return c["tflops"].get(key) or c["tflops"].get(dtype_name)
 
 
@@ -141,7 +143,7 @@ def run_case(case: Case, dtype_name: str, layout: str, settings: Settings, env: 
             seconds = median * 1e-3
             work, unit = throughput_unit(case)
             tflops = flops(case, mode) / seconds / 1e12
-            peak = _peak(settings, dtype_name)
+            peak = _peak(settings, dtype_name, case.op)
             row.update(status="ok", reason="", median_ms=median, p20_ms=p20, p80_ms=p80, timer=timer,
                        tflops=tflops, gbps=bytes_moved(case, mode, dtype) / seconds / 1e9,
                        pct_peak=100 * tflops / peak if peak else None,
