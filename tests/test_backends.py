@@ -81,11 +81,11 @@ def test_environment_variable_sets_the_default(monkeypatch):
 
 def test_triton_backend_really_runs_the_triton_kernel(monkeypatch):
     """No aten matmul inside a backend="triton" call: the Triton launcher is what computes it."""
-    from accelkernels.triton_kernels import bmm_basic
+    from accelkernels.triton_kernels import matmul as triton_matmul
 
     calls = []
-    real = bmm_basic.bmm
-    monkeypatch.setattr(bmm_basic, "bmm", lambda *a: calls.append(a[3]) or real(*a))
+    real = triton_matmul.bmm
+    monkeypatch.setattr(triton_matmul, "bmm", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
     with torch.profiler.profile() as prof:
         ak.linear(torch.randn(3, 4), torch.randn(5, 4), torch.randn(5), activation="relu", backend="triton")
     assert calls == ["relu"]

@@ -1,7 +1,9 @@
 """Map torch.matmul / F.linear shape rules onto one batched GEMM: (B, M, K) @ (B, K, N) -> (B, M, N).
 
 The GEMM kernels of both compiled backends take exactly that problem with arbitrary strides, so
-transposed operands (``weight.mT``) and broadcast batches (stride 0) are read in place.
+transposed operands (``weight.mT``) and broadcast batches (stride 0) are read in place. The only
+copies left: broadcasting across two or more batch dims at once (a (2, 1, M, K) @ (3, K, N)
+batch cannot be one strided dimension), which materialises the broadcast.
 """
 
 from __future__ import annotations
@@ -9,6 +11,19 @@ from __future__ import annotations
 import math
 
 import torch
+
+
+def _one_matrix_times_batch(a: torch.Tensor, b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a (..., M, K) @ b2 (K, N): fold the batch into M when that is a view (one big GEMM), else keep
+    a batched problem with b broadcast through a zero batch stride. Never copies a."""
+    m, k = a.shape[-2:]
+    rows = math.prod(a.shape[:-1])
+    try:
+        return a.view(1, rows, k), b2.unsqueeze(0)
+    except RuntimeError:  # strides forbid folding (e.g. a transposed batch)
+        count = math.prod(a.shape[:-2])
+        a3 = a.reshape(count, m, k)  # merges batch dims only: a view unless they cannot merge
+        return a3, b2.unsqueeze(0).expand(count, *b2.shape)
 
 
 def matmul_as_bmm(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -19,10 +34,9 @@ def matmul_as_bmm(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     n = b2.shape[-1]
     batch = list(torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]))
     out_shape = batch + ([] if a.dim() == 1 else [m]) + ([] if b.dim() == 1 else [n])
-    if b2.dim() == 2 and a2.dim() > 2:
-        # A batched activation times one matrix: fold the batch into M (one big GEMM, no broadcast).
-        # reshape is a view for contiguous activations and copies only when the strides forbid a view.
-        return a2.reshape(1, math.prod(batch) * m, k), b2.unsqueeze(0), out_shape
+    if b2.dim() == 2:
+        a3, b3 = _one_matrix_times_batch(a2, b2)
+        return a3, b3, out_shape
     count = math.prod(batch)
     a3 = a2.expand(*batch, m, k).reshape(count, m, k)
     b3 = b2.expand(*batch, k, n).reshape(count, k, n)
@@ -31,6 +45,6 @@ def matmul_as_bmm(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def linear_as_bmm(input: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """F.linear(input, weight) as one GEMM; weight (N, K) is read transposed in place."""
-    k = input.shape[-1]
-    rows = math.prod(input.shape[:-1])
-    return input.reshape(1, rows, k), weight.mT.unsqueeze(0), [*input.shape[:-1], weight.shape[0]]
+    x = input.unsqueeze(0) if input.dim() == 1 else input
+    a3, b3 = _one_matrix_times_batch(x, weight.mT)
+    return a3, b3, [*input.shape[:-1], weight.shape[0]]

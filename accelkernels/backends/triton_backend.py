@@ -54,13 +54,13 @@ class TritonBackend(Backend):
         return None
 
     def matmul(self, a, b):
-        from ..triton_kernels import bmm_basic
+        from ..triton_kernels import matmul as triton_matmul
 
         a3, b3, out_shape = matmul_as_bmm(a, b)
-        return bmm_basic.bmm(a3, b3, None, "none").reshape(out_shape)
+        return triton_matmul.bmm(a3, b3, None, "none").reshape(out_shape)
 
     def linear(self, input, weight, bias, activation):
-        from ..triton_kernels import bmm_basic
+        from ..triton_kernels import matmul as triton_matmul
 
         a3, b3, out_shape = linear_as_bmm(input, weight)
-        return bmm_basic.bmm(a3, b3, bias, activation).reshape(out_shape)
+        return triton_matmul.bmm(a3, b3, bias, activation).reshape(out_shape)

@@ -90,7 +90,7 @@ def make_inputs(case: Case, dtype: torch.dtype, device: str, layout: str, requir
 
 def forward_fn(case: Case, provider: str) -> Callable[..., torch.Tensor]:
     """The forward call of a provider: "torch" is torch's own op (cuDNN/cuBLAS/ATen, no wrapper);
-    backend names go through accelkernels; "cuda:<kernel>" runs one named step of the CUDA ladder."""
+    backend names go through accelkernels; "cuda:<kernel>" / "triton:<kernel>" run one named kernel."""
     d = case.dims
     if case.op == "conv2d":
         args = (d["stride"], d["padding"], 1, d["groups"])
@@ -104,6 +104,11 @@ def forward_fn(case: Case, provider: str) -> Callable[..., torch.Tensor]:
     if provider.startswith("cuda:"):
         kernel = provider.split(":", 1)[1]
         return lambda a, b: torch.ops.accelkernels.cuda_bmm(a.unsqueeze(0), b.unsqueeze(0), None, "none", kernel)[0]
+    if provider.startswith("triton:"):
+        from ..triton_kernels import matmul as triton_matmul
+
+        kernel = provider.split(":", 1)[1]
+        return lambda a, b: triton_matmul.bmm(a.unsqueeze(0), b.unsqueeze(0), None, "none", kernel=kernel)[0]
     if provider == "torch":
         return torch.matmul
     return lambda a, b: matmul(a, b, backend=provider)

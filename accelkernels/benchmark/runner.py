@@ -67,9 +67,13 @@ def environment(device: str) -> dict:
 
 
 def ladder_providers() -> list[str]:
-    """Each named step of the CUDA GEMM ladder, as "cuda:<kernel>" (matmul only)."""
+    """Each named GEMM kernel, as "cuda:<kernel>" (the CUDA ladder's steps) and "triton:<kernel>"
+    (tiled, persistent), timed on matmul cases so a GPU run shows which one to prefer."""
     status = _extension.status()
-    return [f"cuda:{k['name']}" for k in status.module.kernels()] if status.loaded else []
+    cuda = [f"cuda:{k['name']}" for k in status.module.kernels()] if status.loaded else []
+    from ..triton_kernels import KERNEL_NAMES
+
+    return cuda + [f"triton:{name}" for name in KERNEL_NAMES]
 
 
 def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings) -> str | None:
@@ -78,9 +82,11 @@ def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings)
         return settings.unavailable[backend]
     if settings.device == "cpu" and flops(case, "fwd") > CPU_MAX_FLOPS:
         return f"{flops(case, 'fwd') / 1e9:.1f} GFLOP is too large for a CPU run (limit {CPU_MAX_FLOPS / 1e9:.0f})"
+    if ":" in provider and case.op != "matmul":
+        return "single kernels are timed on matmul cases"
+    if provider.startswith("triton:") and settings.device == "cpu" and flops(case, "fwd") > INTERPRETER_MAX_FLOPS:
+        return "too large for Triton's interpreter (the CPU stand-in for a GPU)"
     if provider.startswith("cuda:"):
-        if case.op != "matmul":
-            return "ladder steps are timed on matmul cases"
         kernel = next((k for k in _extension.status().module.kernels() if f"cuda:{k['name']}" == provider), None)
         if kernel is None:
             return "no such kernel in the registry"
