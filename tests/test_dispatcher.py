@@ -136,3 +136,15 @@ def test_fast_memory_format_agrees_with_torch():
 
     for t in _layouts():
         assert suggest_memory_format(t) == suggest_memory_format_symbolic(t), (t.shape, t.stride())
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu"])
+def test_opcheck_epilogue_backward_ops(activation, backend):
+    from accelkernels.ops.epilogue_backward import activation_backward_op, bias_grad_op
+
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    grad = torch.randn(6, 5, device=device)
+    saved = torch.randn(6, 5, device=device)
+    torch.library.opcheck(activation_backward_op, (grad, saved, activation, backend))
+    torch.library.opcheck(bias_grad_op, (grad, backend))

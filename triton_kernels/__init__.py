@@ -4,5 +4,12 @@ Modules import triton when imported; accelkernels imports them lazily, on first 
 "triton" backend, so the package itself never needs triton.
 """
 
+import os
+
 # The GEMM kernels by name (triton_kernels/matmul.py), importable without importing triton.
 KERNEL_NAMES = ("tiled", "persistent")
+
+
+def interpreting() -> bool:
+    """TRITON_INTERPRET=1: kernels run in Triton's interpreter on CPU tensors (how CI tests them)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"

@@ -18,12 +18,11 @@ one fixed configuration runs instead (the autotuner would time every config in t
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from . import interpreting
 from .epilogue import apply_activation
 
 SMEM_LIMIT = 232448  # bytes of shared memory per block on sm_90 (227 KB); sm_80 allows 163 KB
@@ -154,10 +153,6 @@ def _input_precision(dtype: torch.dtype) -> str:
     if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
         return "tf32"
     return "ieee"  # fp16/bf16 run on tensor cores whatever this says; fp32 stays exact
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation: str,

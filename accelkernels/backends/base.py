@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import _activation
+
 FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -51,3 +53,13 @@ class Backend:
 
     def linear(self, input, weight, bias, activation) -> torch.Tensor:
         raise NotImplementedError
+
+    # -- the epilogue's backward, on (rows, N) tensors. Backends without a kernel of their own for it
+    #    use torch's ops (the reference's formulas), so their linear backward still works.
+    def activation_backward(self, grad, saved, activation) -> tuple[torch.Tensor, torch.Tensor]:
+        out, preact = (saved, None) if activation == "relu" else (None, saved)
+        dz = _activation.backward(grad, out, preact, activation)
+        return dz, dz.sum(0)
+
+    def bias_grad(self, grad) -> torch.Tensor:
+        return grad.sum(0)

@@ -8,18 +8,14 @@ the kernels correct without a GPU. The variable must be set before Triton compil
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import torch
 
+from ..triton_kernels import interpreting
 from .base import Backend
 from ._batched import linear_as_bmm, matmul_as_bmm
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
 class TritonBackend(Backend):
@@ -64,3 +60,13 @@ class TritonBackend(Backend):
 
         a3, b3, out_shape = linear_as_bmm(input, weight)
         return triton_matmul.bmm(a3, b3, bias, activation).reshape(out_shape)
+
+    def activation_backward(self, grad, saved, activation):
+        from ..triton_kernels import epilogue_backward
+
+        return epilogue_backward.bias_activation_backward(grad, saved, activation, write_dz=True)
+
+    def bias_grad(self, grad):
+        from ..triton_kernels import epilogue_backward
+
+        return epilogue_backward.bias_activation_backward(grad, None, "none", write_dz=False)[1]

@@ -39,7 +39,7 @@ def _default_out(device_name: str) -> Path:
 
 def bench(args: argparse.Namespace) -> int:
     from .. import _extension
-    from . import ceilings, report, runner, tuning
+    from . import ceilings, report, runner
     from .suites import select
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -15,6 +15,7 @@ from .. import _activation
 from ..backends import check_name, resolve
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
+from .epilogue_backward import activation_backward_op, bias_grad_op
 from .matmul import matmul_op
 
 OP = "linear"
@@ -42,23 +43,28 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     input, weight, bias, output = ctx.saved_tensors
-    if ctx.activation != "none":
-        preact = None
-        if _activation.needs_preactivation(ctx.activation):
-            preact = linear_op(input, weight, bias, "none", ctx.backend)
-        grad = _activation.backward(grad, output, preact, ctx.activation)
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    need_bias = need_bias and ctx.has_bias
     out_features, in_features = weight.shape
     rows = math.prod(input.shape[:-1])
     grad_2d = grad.reshape(rows, out_features)
-    grad_input = grad_weight = grad_bias = None
+    grad_bias = None
+    if ctx.activation != "none":
+        # dz = act'(z)·dy and dbias = Σ dz in one pass (one op, so a backend can fuse them).
+        if _activation.needs_preactivation(ctx.activation):
+            saved = linear_op(input, weight, bias, "none", ctx.backend)
+        else:
+            saved = output
+        grad_2d, grad_bias = activation_backward_op(grad_2d, saved.reshape(rows, out_features), ctx.activation,
+                                                    ctx.backend)
+    elif need_bias:
+        grad_bias = bias_grad_op(grad_2d, ctx.backend)
+    grad_input = grad_weight = None
     if need_input:
         grad_input = matmul_op(grad_2d, weight, ctx.backend).reshape(input.shape)
     if need_weight:
         grad_weight = matmul_op(grad_2d.mT, input.reshape(rows, in_features), ctx.backend)
-    if ctx.has_bias and need_bias:
-        grad_bias = grad_2d.sum(0)
-    return grad_input, grad_weight, grad_bias, None, None
+    return grad_input, grad_weight, grad_bias if need_bias else None, None, None
 
 
 linear_op.register_autograd(_backward, setup_context=_setup_context)

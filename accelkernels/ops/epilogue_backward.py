@@ -1,0 +1,36 @@
+"""Backward of the fused epilogue as registered ops, so each backend can serve it with its own kernel:
+
+- ``activation_backward(grad, saved, activation, backend) -> (grad_preact, grad_bias)``: grad and
+  saved are (rows, N); saved is the output for relu and the pre-activation for gelu/silu.
+- ``bias_grad(grad, backend) -> grad_bias``: the column sum, for layers with a bias and no activation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..backends import resolve
+
+
+@torch.library.custom_op("accelkernels::activation_backward", mutates_args=())
+def activation_backward_op(
+    grad: torch.Tensor, saved: torch.Tensor, activation: str, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    impl = resolve("linear", backend, (grad, saved))
+    dz, dbias = impl.activation_backward(grad, saved, activation)
+    return dz.contiguous(), dbias
+
+
+@activation_backward_op.register_fake
+def _(grad, saved, activation, backend):
+    return grad.new_empty(grad.shape), grad.new_empty(grad.shape[-1:])
+
+
+@torch.library.custom_op("accelkernels::bias_grad", mutates_args=())
+def bias_grad_op(grad: torch.Tensor, backend: str) -> torch.Tensor:
+    return resolve("linear", backend, (grad,)).bias_grad(grad)
+
+
+@bias_grad_op.register_fake
+def _(grad, backend):
+    return grad.new_empty(grad.shape[-1:])
