@@ -13,8 +13,7 @@ _SWAPS = {torch.nn.Conv2d: ak_nn.Conv2d, torch.nn.Linear: ak_nn.Linear}
 
 
 def _unservable_reason(module: torch.nn.Module) -> str | None:
-    if isinstance(module, (ak_nn.Conv2d, ak_nn.Linear)):
-        return None
+    """Why a torch Conv2d/Linear (or subclass) cannot be swapped, or None."""
     if type(module) not in _SWAPS:
         # A subclass may override forward or be relied on by type (e.g. quantization's
         # NonDynamicallyQuantizableLinear); swapping it could change behaviour.

@@ -15,7 +15,7 @@ def jobs():
 
     for kernel in ("tiled", "persistent"):
         for dtype in ("bf16", "fp16", "fp32") if kernel == "tiled" else ("bf16",):
-            for i, cfg in enumerate(mm.configs_for(DTYPE_SIZES[dtype])):
+            for cfg in mm.configs_for(DTYPE_SIZES[dtype]):
                 yield kernel, dtype, mm.CONFIGS.index(cfg)
 
 
