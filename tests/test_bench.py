@@ -206,3 +206,12 @@ def test_measured_ceilings_on_this_machine():
     assert measured["tbps"] > 0 and measured["tflops"]["fp32"] > 0 and "measured" in measured["source"]
     assert ceilings.datasheet("NVIDIA H100 80GB HBM3")["tflops"]["bf16"] == 989.0
     assert ceilings.datasheet("Some CPU") is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, tune writes a table (GPU test)")
+def test_tune_without_gpu_says_there_is_nothing_to_tune(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ACCELKERNELS_CACHE_DIR", str(tmp_path / "cache"))
+    code = cli.main(["tune", "--suite", "seed_cnn", "--op", "linear", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0
+    assert "nothing to tune" in capsys.readouterr().out
+    assert not (tmp_path / "cache").exists()

@@ -57,7 +57,7 @@ def bench(args: argparse.Namespace) -> int:
                                ceilings=ceilings.measure(device) if args.ceilings else runner.default_ceilings(device))
     rows = runner.run(cases, settings, progress=not args.no_progress)
     env = runner.environment(device)
-    out = args.out or _default_out(env["device"])
+    out = args.out or _default_out(env["device"] if device == "cuda" else "cpu")
     settings_text = (f"{'full' if full else 'quick'}; dtypes {', '.join(dtypes)}; modes {', '.join(modes)}; "
                      f"conv layouts {', '.join(layouts)}; providers {', '.join(providers)}; "
                      f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN TF32 {torch.backends.cudnn.allow_tf32}; "
