@@ -235,3 +235,33 @@ def test_triton_linear_backward_runs_no_aten_epilogue_or_gemm():
     names = {e.name for e in prof.events()}
     assert "accelkernels::activation_backward" in names
     assert not names & {"aten::gelu_backward", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul"}, names
+
+
+@pytest.mark.parametrize("b_layout", ["n_contiguous", "k_contiguous"])
+@pytest.mark.parametrize("dtype", TRITON_DTYPES, ids=str)
+def test_triton_tma_kernel_against_float64(dtype, b_layout, monkeypatch):
+    """The TMA kernel: ragged M/N edges come from TMA's zero fill and store clipping, not masks."""
+    from accelkernels.triton_kernels import matmul as triton_matmul
+
+    real_empty = torch.empty
+    monkeypatch.setattr(triton_matmul.torch, "empty", lambda *a, **k: real_empty(*a, **k).fill_(float("nan")))
+    a = torch.randn(2, 70, 48, dtype=dtype, device=TRITON_DEVICE)
+    if b_layout == "n_contiguous":
+        b = torch.randn(2, 48, 40, dtype=dtype, device=TRITON_DEVICE)
+    else:  # a linear layer's weight, read in place
+        b = torch.randn(2, 40, 48, dtype=dtype, device=TRITON_DEVICE).transpose(1, 2)
+    bias = torch.randn(40, dtype=dtype, device=TRITON_DEVICE)
+    out = triton_matmul.bmm(a, b, bias, "gelu", kernel="tma")
+    ref = torch.nn.functional.gelu(a.double() @ b.double() + bias.double())
+    assert_within_2x_torch_error(out, torch.nn.functional.gelu(a @ b + bias), ref)
+
+
+def test_triton_tma_kernel_refuses_what_tma_cannot_describe():
+    from accelkernels.triton_kernels import matmul as triton_matmul
+
+    a, b = torch.randn(1, 5, 7), torch.randn(1, 7, 8)
+    assert "16 bytes" in triton_matmul.tma_unsupported_reason(a, b)
+    assert "broadcast" in triton_matmul.tma_unsupported_reason(torch.randn(2, 8, 8), torch.randn(1, 8, 8).expand(2, 8, 8))
+    assert triton_matmul.tma_unsupported_reason(torch.randn(1, 8, 8), torch.randn(1, 8, 8)) is None
+    with pytest.raises(ValueError, match="tma kernel cannot read"):
+        triton_matmul.bmm(a, b, None, "none", kernel="tma")

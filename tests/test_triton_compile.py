@@ -1,6 +1,7 @@
 """Without a GPU: every Triton GEMM configuration the autotuner can pick compiles for sm_90, and the
 fp16/bf16 kernels use wgmma (Hopper's tensor-core instruction) — except the skinny configs
-(BLOCK_M < 64, for a handful of tokens), which Triton lowers to mma.sync: measured, not assumed."""
+(BLOCK_M < 64, for a handful of tokens), which Triton lowers to mma.sync: measured, not assumed —
+and that the TMA kernel's loads and stores are TMA (cp.async.bulk.tensor)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ def test_every_autotune_config_compiles_for_sm90_and_uses_wgmma():
     failed = [o for o in outcomes if not o["ok"]]
     assert not failed, failed
     kernels = {o["job"][0] for o in outcomes}
-    assert kernels == {"tiled", "persistent"}
+    assert kernels == {"tiled", "persistent", "tma"}
     from accelkernels.triton_kernels.matmul import CONFIGS
 
     for o in outcomes:
         kernel, dtype, index = o["job"]
+        if kernel == "tma":
+            assert o["tma"] and o["wgmma"], f"tma config {index} ({dtype}): {o}"
+            continue
         if dtype not in ("fp16", "bf16"):
             continue
         if CONFIGS[index].kwargs["BLOCK_M"] >= 64:

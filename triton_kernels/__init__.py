@@ -7,7 +7,7 @@ Modules import triton when imported; accelkernels imports them lazily, on first 
 import os
 
 # The GEMM kernels by name (triton_kernels/matmul.py), importable without importing triton.
-KERNEL_NAMES = ("tiled", "persistent")
+KERNEL_NAMES = ("tiled", "persistent", "tma")
 
 
 def interpreting() -> bool:

@@ -15,12 +15,15 @@ TRITON_DTYPES = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}
 
 
 def compile_config(jit_fn, constexprs: dict, dtype: str, num_warps: int, num_stages: int,
-                   capability: int = 90) -> str:
-    """PTX of ``jit_fn`` with these constexprs; pointer args typed by dtype, other args i32."""
+                   capability: int = 90, types: dict | None = None) -> str:
+    """PTX of ``jit_fn`` with these constexprs; pointer args typed by dtype, other args i32, unless
+    ``types`` names them (e.g. "tensordesc<bf16[1, 128, 64]>" for a TMA descriptor)."""
     names = jit_fn.arg_names
     signature = {}
     for name in names:
-        if name in constexprs:
+        if types and name in types:
+            signature[name] = types[name]
+        elif name in constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = TRITON_DTYPES[dtype]

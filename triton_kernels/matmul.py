@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import interpreting
 from .epilogue import apply_activation
@@ -61,6 +62,10 @@ def configs_for(element_size: int, configs=None) -> list[triton.Config]:
 
 def prune(configs, named_args, **kwargs):
     return configs_for(named_args["a_ptr"].element_size(), configs)
+
+
+def prune_tma(configs, named_args, **kwargs):
+    return configs_for(named_args["a_desc"].base.element_size(), configs)
 
 
 @triton.jit
@@ -142,10 +147,58 @@ def matmul_persistent_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K, M_BUCKET, B
                       HAS_BIAS, ACTIVATION, INPUT_PRECISION, UPCAST_OPERANDS, BLOCK_M, BLOCK_N, BLOCK_K)
 
 
+@triton.jit
+def matmul_tma_kernel(a_desc, b_desc, bias_ptr, c_desc, M, N, K, M_BUCKET, BATCH,
+                      HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                      UPCAST_OPERANDS: tl.constexpr, B_K_CONTIGUOUS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_PROGRAMS: tl.constexpr):
+    """Persistent, with A, B and C moved by TMA through 3-D (batch, rows, cols) tensor descriptors.
+    TMA zero-fills out-of-bounds loads and clips stores, so ragged edges need no masks. B is either
+    (batch, K, N) N-contiguous or, for a linear layer's weight read in place, (batch, N, K)."""
+    total = BATCH * tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    for tile in range(tl.program_id(0), total, NUM_PROGRAMS):
+        batch, pid_m, pid_n = _tile_coordinates(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            a = a_desc.load([batch, off_m, k0]).reshape(BLOCK_M, BLOCK_K)
+            if B_K_CONTIGUOUS:
+                b = b_desc.load([batch, off_n, k0]).reshape(BLOCK_N, BLOCK_K).T
+            else:
+                b = b_desc.load([batch, k0, off_n]).reshape(BLOCK_K, BLOCK_N)
+            if UPCAST_OPERANDS:  # only under TRITON_INTERPRET=1 with bf16 (see bmm())
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        if HAS_BIAS:
+            offs_n = off_n + tl.arange(0, BLOCK_N)
+            acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        acc = apply_activation(acc, ACTIVATION)
+        c_desc.store([batch, off_m, off_n], acc.to(c_desc.dtype).reshape(1, BLOCK_M, BLOCK_N))
+
+
+def _tma_block_shapes(nargs):
+    """Autotune pre-hook: the descriptors' block shapes follow the config being tried."""
+    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+    nargs["a_desc"].block_shape = [1, bm, bk]
+    nargs["b_desc"].block_shape = [1, bn, bk] if nargs["B_K_CONTIGUOUS"] else [1, bk, bn]
+    nargs["c_desc"].block_shape = [1, bm, bn]
+
+
+def _with_hook(config: triton.Config) -> triton.Config:
+    return triton.Config(dict(config.kwargs), num_stages=config.num_stages, num_warps=config.num_warps,
+                         pre_hook=_tma_block_shapes)
+
+
 _AUTOTUNE = dict(configs=CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": prune})
 matmul_tiled = triton.autotune(**_AUTOTUNE)(matmul_tiled_kernel)
 matmul_persistent = triton.autotune(**_AUTOTUNE)(matmul_persistent_kernel)
-KERNELS = ("tiled", "persistent")  # = accelkernels.triton_kernels.KERNEL_NAMES
+# TMA moves whole 16-byte-aligned boxes: configs with BLOCK_M < 64 gain nothing over mma.sync here.
+TMA_CONFIGS = [_with_hook(c) for c in CONFIGS if c.kwargs["BLOCK_M"] >= 64]
+matmul_tma = triton.autotune(configs=TMA_CONFIGS, key=["M_BUCKET", "N", "K"],
+                             prune_configs_by={"early_config_prune": prune_tma})(matmul_tma_kernel)
+KERNELS = ("tiled", "persistent", "tma")  # = accelkernels.triton_kernels.KERNEL_NAMES
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -153,6 +206,44 @@ def _input_precision(dtype: torch.dtype) -> str:
     if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
         return "tf32"
     return "ieee"  # fp16/bf16 run on tensor cores whatever this says; fp32 stays exact
+
+
+def tma_unsupported_reason(a: torch.Tensor, b: torch.Tensor) -> str | None:
+    """Why TMA descriptors cannot describe these operands (TMA needs a contiguous last dim, 16-byte
+    aligned bases and strides, and no broadcast batch), or None."""
+    if a.stride(2) != 1:
+        return "A must be K-contiguous"
+    if b.stride(2) != 1 and b.stride(1) != 1:
+        return "B must be N- or K-contiguous"
+    size = a.element_size()
+    for name, t in (("A", a), ("B", b)):
+        if t.data_ptr() % 16:
+            return f"{name} is not 16-byte aligned"
+        if t.shape[0] > 1 and t.stride(0) == 0:
+            return f"{name} is broadcast over the batch"
+        inner = [st for st in t.stride() if st != 1]
+        if any((st * size) % 16 for st in inner):
+            return f"{name}'s strides {tuple(t.stride())} are not multiples of 16 bytes"
+    return None
+
+
+def _tma_launch(a, b, bias_arg, out, m, n, k, batch, flags, config: dict, programs: int, tuned: bool):
+    b_k_contiguous = b.stride(2) != 1
+    b_view = b.transpose(1, 2) if b_k_contiguous else b  # (batch, N, K) with K contiguous
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+
+    def desc(t, block):
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
+
+    a_desc = desc(a, [1, bm, bk])
+    b_desc = desc(b_view, [1, bn, bk] if b_k_contiguous else [1, bk, bn])
+    c_desc = desc(out, [1, bm, bn])
+    args = (a_desc, b_desc, bias_arg, c_desc, m, n, k, triton.next_power_of_2(m), batch)
+    if tuned:
+        matmul_tma[(programs,)](*args, **flags, B_K_CONTIGUOUS=b_k_contiguous, NUM_PROGRAMS=programs)
+    else:
+        matmul_tma_kernel[(programs,)](*args, **flags, B_K_CONTIGUOUS=b_k_contiguous, **config,
+                                       NUM_PROGRAMS=programs)
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation: str,
@@ -170,11 +261,22 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation:
     out = torch.empty((batch, m, n), dtype=torch.float32 if upcast else a.dtype, device=a.device)
     if out.numel() == 0:
         return out.to(a.dtype)
+    if kernel == "tma":
+        why = tma_unsupported_reason(a, b)
+        if why is not None:
+            raise ValueError(f"the tma kernel cannot read these operands: {why}")
     args = [a, b, bias if bias is not None else out, out, m, n, k, triton.next_power_of_2(m)]
     strides = [*a.stride(), *b.stride(), *out.stride()]
     flags = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, INPUT_PRECISION=_input_precision(a.dtype),
                  UPCAST_OPERANDS=upcast)
-    if interpreting():
+    if kernel == "tma":
+        if interpreting():
+            tiles = batch * triton.cdiv(m, INTERPRETER_CONFIG["BLOCK_M"]) * triton.cdiv(n, INTERPRETER_CONFIG["BLOCK_N"])
+            _tma_launch(a, b, args[2], out, m, n, k, batch, flags, INTERPRETER_CONFIG, min(3, tiles), tuned=False)
+        else:
+            programs = torch.cuda.get_device_properties(a.device).multi_processor_count
+            _tma_launch(a, b, args[2], out, m, n, k, batch, flags, TMA_CONFIGS[0].kwargs, programs, tuned=True)
+    elif interpreting():
         tiles = batch * triton.cdiv(m, INTERPRETER_CONFIG["BLOCK_M"]) * triton.cdiv(n, INTERPRETER_CONFIG["BLOCK_N"])
         if kernel == "tiled":
             matmul_tiled_kernel[(tiles,)](*args, *strides, **flags, **INTERPRETER_CONFIG)

@@ -86,6 +86,10 @@ def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings)
         return "single kernels are timed on matmul cases"
     if provider.startswith("triton:") and settings.device == "cpu" and flops(case, "fwd") > INTERPRETER_MAX_FLOPS:
         return "too large for Triton's interpreter (the CPU stand-in for a GPU)"
+    if provider == "triton:tma":
+        row_bytes = [case.dims[d] * torch.empty((), dtype=DTYPES[dtype_name]).element_size() for d in ("k", "n")]
+        if any(b % 16 for b in row_bytes):
+            return "TMA needs rows that are multiples of 16 bytes (K and N here are not)"
     if provider.startswith("cuda:"):
         kernel = next((k for k in _extension.status().module.kernels() if f"cuda:{k['name']}" == provider), None)
         if kernel is None:
