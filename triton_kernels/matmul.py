@@ -2,13 +2,17 @@
 
     C[b] = act(A[b] @ B[b] + bias),  A (batch, M, K), B (batch, K, N), any strides
 
-Two kernels share the tile code:
+Three kernels, two of which share the pointer-based tile code:
 - ``tiled``: one program per output tile, tiles visited in grouped order (GROUP_M rows of tiles
   at a time, so the A and B panels a group needs stay in L2), the batch folded into program id 0.
 - ``persistent``: one program per SM looping over the tiles in the same order, which removes the
   tail of a launch whose tile count is not a multiple of the SM count.
-Both accumulate in fp32, mask the ragged M/N/K edges, read transposed or broadcast (stride 0)
-operands in place and compute offsets in int64. fp32 inputs use TF32 only when torch allows it.
+- ``tma``: persistent, with A, B and C moved by TMA through tensor descriptors (Hopper); it needs
+  16-byte-aligned rows and no broadcast batch (``tma_unsupported_reason``).
+All accumulate in fp32, handle the ragged M/N/K edges, read transposed operands in place and
+compute offsets in int64 (the pointer kernels also read broadcast, stride-0, batches). fp32 inputs
+use TF32 only when torch allows it. Which kernel wins where is for a GPU run to say (`accelkernels
+bench` times each as triton:<name>); the backend uses ``tiled`` until then.
 
 Configurations come from @triton.autotune keyed on the problem (M bucketed to a power of two so a
 varying token count does not retune every call). The list is Triton tutorial 03's Hopper/Ampere set
@@ -21,7 +25,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # a Triton without host-side tensor descriptors: no TMA kernel, the others work
+    TensorDescriptor = None
 
 from . import interpreting
 from .epilogue import apply_activation
@@ -211,6 +219,8 @@ def _input_precision(dtype: torch.dtype) -> str:
 def tma_unsupported_reason(a: torch.Tensor, b: torch.Tensor) -> str | None:
     """Why TMA descriptors cannot describe these operands (TMA needs a contiguous last dim, 16-byte
     aligned bases and strides, and no broadcast batch), or None."""
+    if TensorDescriptor is None:
+        return f"Triton {triton.__version__} has no host-side tensor descriptors"
     if a.stride(2) != 1:
         return "A must be K-contiguous"
     if b.stride(2) != 1 and b.stride(1) != 1:
