@@ -12,6 +12,10 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:
+    # Autotuning every shape the tests use would take minutes; one fixed config proves correctness
+    # (tests/test_gpu.py runs the autotuned path once on purpose).
+    os.environ.setdefault("ACCELKERNELS_TRITON_AUTOTUNE", "0")
 
 # The device Triton kernels run on in this session: the GPU, or CPU tensors under the interpreter.
 TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"

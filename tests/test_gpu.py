@@ -127,3 +127,19 @@ def test_auto_follows_the_tuning_table(tmp_path, monkeypatch):
         torch.testing.assert_close(ak.matmul(a, a), a @ a)
     finally:
         tuning.forget()
+
+
+@pytest.mark.parametrize("kernel", ["tiled", "persistent", "tma"])
+def test_triton_kernels_autotuned_on_the_gpu(kernel, monkeypatch):
+    """The suite runs one fixed config (ACCELKERNELS_TRITON_AUTOTUNE=0); here the autotuner picks."""
+    from accelkernels.triton_kernels import matmul as triton_matmul
+
+    if not ak.is_available("triton"):
+        pytest.skip("triton unavailable")
+    monkeypatch.setenv("ACCELKERNELS_TRITON_AUTOTUNE", "1")
+    a = torch.randn(1, 1000, 512, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(1, 384, 512, device="cuda", dtype=torch.bfloat16) / 512**0.5
+    bias = torch.randn(384, device="cuda", dtype=torch.bfloat16)
+    out = triton_matmul.bmm(a, w.mT, bias, "gelu", kernel=kernel)
+    ref = torch.nn.functional.gelu(a.double() @ w.double().mT + bias.double())
+    assert_within_2x_torch_error(out, torch.nn.functional.gelu(a @ w.mT + bias), ref)

@@ -22,6 +22,8 @@ one fixed configuration runs instead (the autotuner would time every config in t
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -55,6 +57,13 @@ CONFIGS = [
     _config(16, 128, 128, 4, 4),  # decode-like M <= 16
 ]
 INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
+# With ACCELKERNELS_TRITON_AUTOTUNE=0 (the GPU test suite sets it: autotuning every test shape would
+# take minutes) this one config runs; it fits shared memory at every dtype.
+FIXED_CONFIG = CONFIGS[3]
+
+
+def autotuning() -> bool:
+    return os.environ.get("ACCELKERNELS_TRITON_AUTOTUNE", "1") != "0"
 
 
 def smem_bytes(config: triton.Config, element_size: int) -> int:
@@ -252,8 +261,9 @@ def _tma_launch(a, b, bias_arg, out, m, n, k, batch, flags, config: dict, progra
     if tuned:
         matmul_tma[(programs,)](*args, **flags, B_K_CONTIGUOUS=b_k_contiguous, NUM_PROGRAMS=programs)
     else:
+        extra = {} if interpreting() else {"num_warps": FIXED_CONFIG.num_warps, "num_stages": FIXED_CONFIG.num_stages}
         matmul_tma_kernel[(programs,)](*args, **flags, B_K_CONTIGUOUS=b_k_contiguous, **config,
-                                       NUM_PROGRAMS=programs)
+                                       NUM_PROGRAMS=programs, **extra)
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation: str,
@@ -285,7 +295,7 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation:
             _tma_launch(a, b, args[2], out, m, n, k, batch, flags, INTERPRETER_CONFIG, min(3, tiles), tuned=False)
         else:
             programs = torch.cuda.get_device_properties(a.device).multi_processor_count
-            _tma_launch(a, b, args[2], out, m, n, k, batch, flags, TMA_CONFIGS[0].kwargs, programs, tuned=True)
+            _tma_launch(a, b, args[2], out, m, n, k, batch, flags, FIXED_CONFIG.kwargs, programs, tuned=autotuning())
     elif interpreting():
         tiles = batch * triton.cdiv(m, INTERPRETER_CONFIG["BLOCK_M"]) * triton.cdiv(n, INTERPRETER_CONFIG["BLOCK_N"])
         if kernel == "tiled":
@@ -298,8 +308,19 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation:
         def grid(meta):
             return (batch * triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
-        matmul_tiled[grid](*args, *strides, **flags)
+        if autotuning():
+            matmul_tiled[grid](*args, *strides, **flags)
+        else:
+            fixed = FIXED_CONFIG
+            matmul_tiled_kernel[grid(fixed.kwargs)](*args, *strides, **flags, **fixed.kwargs,
+                                                    num_warps=fixed.num_warps, num_stages=fixed.num_stages)
     else:
         programs = torch.cuda.get_device_properties(a.device).multi_processor_count
-        matmul_persistent[(programs,)](*args, batch, *strides, **flags, NUM_PROGRAMS=programs)
+        if autotuning():
+            matmul_persistent[(programs,)](*args, batch, *strides, **flags, NUM_PROGRAMS=programs)
+        else:
+            fixed = FIXED_CONFIG
+            matmul_persistent_kernel[(programs,)](*args, batch, *strides, **flags, **fixed.kwargs,
+                                                  NUM_PROGRAMS=programs, num_warps=fixed.num_warps,
+                                                  num_stages=fixed.num_stages)
     return out.to(a.dtype)
