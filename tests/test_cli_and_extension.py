@@ -156,3 +156,10 @@ def test_compile_on_first_use_builds_the_same_sources(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "9.0a ['smem_tiled']" in result.stdout
+
+
+@pytest.mark.parametrize("script", [".ci/run", "bench/gpu_check.sh"])
+def test_shell_scripts_parse(script):
+    path = Path(__file__).resolve().parent.parent / script
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
