@@ -218,6 +218,10 @@ matmul_tma = triton.autotune(configs=TMA_CONFIGS, key=["M_BUCKET", "N", "K"],
 KERNELS = ("tiled", "persistent", "tma")  # = accelkernels.triton_kernels.KERNEL_NAMES
 
 
+def _tile_count(batch: int, m: int, n: int, config: dict) -> int:
+    return batch * triton.cdiv(m, config["BLOCK_M"]) * triton.cdiv(n, config["BLOCK_N"])
+
+
 def _input_precision(dtype: torch.dtype) -> str:
     """fp32 uses TF32 only when torch allows it for matmuls (allow_tf32 / float32_matmul_precision)."""
     if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
@@ -291,13 +295,13 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation:
                  UPCAST_OPERANDS=upcast)
     if kernel == "tma":
         if interpreting():
-            tiles = batch * triton.cdiv(m, INTERPRETER_CONFIG["BLOCK_M"]) * triton.cdiv(n, INTERPRETER_CONFIG["BLOCK_N"])
+            tiles = _tile_count(batch, m, n, INTERPRETER_CONFIG)
             _tma_launch(a, b, args[2], out, m, n, k, batch, flags, INTERPRETER_CONFIG, min(3, tiles), tuned=False)
         else:
             programs = torch.cuda.get_device_properties(a.device).multi_processor_count
             _tma_launch(a, b, args[2], out, m, n, k, batch, flags, FIXED_CONFIG.kwargs, programs, tuned=autotuning())
     elif interpreting():
-        tiles = batch * triton.cdiv(m, INTERPRETER_CONFIG["BLOCK_M"]) * triton.cdiv(n, INTERPRETER_CONFIG["BLOCK_N"])
+        tiles = _tile_count(batch, m, n, INTERPRETER_CONFIG)
         if kernel == "tiled":
             matmul_tiled_kernel[(tiles,)](*args, *strides, **flags, **INTERPRETER_CONFIG)
         else:  # few programs, so each one loops over several tiles
@@ -306,7 +310,7 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation:
                                                   NUM_PROGRAMS=programs)
     elif kernel == "tiled":
         def grid(meta):
-            return (batch * triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+            return (_tile_count(batch, m, n, meta),)
 
         if autotuning():
             matmul_tiled[grid](*args, *strides, **flags)

@@ -55,8 +55,8 @@ def bench(args: argparse.Namespace) -> int:
     cases = select(args.suite, None if args.op == "all" else [args.op], quick=not full)
     settings = runner.Settings(device=device, dtypes=dtypes, modes=modes, layouts=layouts, providers=providers,
                                ceilings=ceilings.measure(device) if args.ceilings else runner.default_ceilings(device))
-    rows = runner.run(cases, settings, progress=not args.no_progress)
     env = runner.environment(device)
+    rows = runner.run(cases, settings, progress=not args.no_progress, env=env)
     out = args.out or _default_out(env["device"] if device == "cuda" else "cpu")
     settings_text = (f"{'full' if full else 'quick'}; dtypes {', '.join(dtypes)}; modes {', '.join(modes)}; "
                      f"conv layouts {', '.join(layouts)}; providers {', '.join(providers)}; "

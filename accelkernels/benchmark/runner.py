@@ -123,7 +123,7 @@ def run_case(case: Case, dtype_name: str, layout: str, settings: Settings, env: 
                 "dtype": dtype_name, "layout": layout, "mode": mode, **env}
         need_grad = mode != "fwd"
         inputs = make_inputs(case, dtype, device, layout, requires_grad=need_grad)
-        reference = torch_results = None
+        reference = torch_results = torch_err = None
         timed: dict[str, float] = {}
         for provider in settings.providers:
             row = dict(base, provider=provider)
@@ -136,8 +136,9 @@ def run_case(case: Case, dtype_name: str, layout: str, settings: Settings, env: 
                     as64 = [t.detach().double().requires_grad_(need_grad) for t in inputs.tensors]
                     reference = results_of(case, "torch", mode, as64)
                     torch_results = results_of(case, "torch", mode, inputs.tensors)
-                ours = results_of(case, provider, mode, inputs.tensors)
-                err, torch_err = _max_error(ours, reference), _max_error(torch_results, reference)
+                    torch_err = _max_error(torch_results, reference)
+                ours = torch_results if provider == "torch" else results_of(case, provider, mode, inputs.tensors)
+                err = _max_error(ours, reference)
                 row.update(max_error=err, torch_error=torch_err)
                 if not err <= 2 * torch_err + 1e-6:
                     rows.append(dict(row, status="wrong", reason=f"error {err:.3g} > 2 x torch's {torch_err:.3g}"))
@@ -166,14 +167,14 @@ def run_case(case: Case, dtype_name: str, layout: str, settings: Settings, env: 
     return [{f: r.get(f) for f in ROW_FIELDS} for r in rows]
 
 
-def run(cases: list[Case], settings: Settings, progress: bool = True) -> list[dict]:
+def run(cases: list[Case], settings: Settings, progress: bool = True, env: dict | None = None) -> list[dict]:
     from tqdm import tqdm
 
     if settings.device == "cuda":
         # The reference at its best: cuDNN picks its fastest algorithm per shape; fp32 stays IEEE
         # (no TF32) on both sides unless the user turned TF32 on, and the report says which.
         torch.backends.cudnn.benchmark = True
-    env = environment(settings.device)
+    env = env or environment(settings.device)
     settings.unavailable = {name: b["reason"] for name, b in available_backends().items() if not b["available"]}
     work = [(c, d, l) for c in cases for d in settings.dtypes
             for l in (settings.layouts if c.op == "conv2d" else ["row-major"])]

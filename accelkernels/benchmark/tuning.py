@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .problems import DTYPES
+
 FORMAT = 1
 CANDIDATES = ("torch", "cuda", "triton")  # "auto" and ladder steps are not choices
 
@@ -67,7 +69,7 @@ def case_bucket(op: str, dtype_name: str, layout: str, dims: dict) -> str:
     return bucket(op, dtype_name, "row-major", (dims["m"], dims["n"], dims["k"]))
 
 
-_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 def call_bucket(op: str, tensors) -> str | None:
