@@ -1,7 +1,8 @@
-"""Without a GPU: every Triton GEMM configuration the autotuner can pick compiles for sm_90, and the
-fp16/bf16 kernels use wgmma (Hopper's tensor-core instruction) — except the skinny configs
-(BLOCK_M < 64, for a handful of tokens), which Triton lowers to mma.sync: measured, not assumed —
-and that the TMA kernel's loads and stores are TMA (cp.async.bulk.tensor)."""
+"""Without a GPU: every Triton GEMM and conv2d configuration the autotuner can pick compiles for
+sm_90, and the fp16/bf16 kernels use wgmma (Hopper's tensor-core instruction) — except the skinny
+GEMM configs (BLOCK_M < 64, for a handful of tokens), which Triton lowers to mma.sync: measured, not
+assumed — the TMA kernel's loads and stores are TMA (cp.async.bulk.tensor), and the implicit-GEMM
+conv kernels' gathers become asynchronous copies (cp.async) on NHWC tensors, i.e. are pipelined."""
 
 from __future__ import annotations
 
@@ -24,12 +25,20 @@ def test_every_autotune_config_compiles_for_sm90_and_uses_wgmma():
     outcomes = json.loads(result.stdout.strip().splitlines()[-1])
     failed = [o for o in outcomes if not o["ok"]]
     assert not failed, failed
-    kernels = {o["job"][0] for o in outcomes}
-    assert kernels == {"tiled", "persistent", "tma"}
+    kernels = {tuple(o["job"][:2]) for o in outcomes}
+    assert kernels == {("gemm", "tiled"), ("gemm", "persistent"), ("gemm", "tma"), ("conv", "fwd"), ("conv", "dgrad"),
+                       ("conv", "wgrad"), ("conv", "depthwise_fwd"), ("conv", "depthwise_dgrad"),
+                       ("conv", "depthwise_wgrad")}
     from accelkernels.triton_kernels.matmul import CONFIGS
 
     for o in outcomes:
-        kernel, dtype, index = o["job"]
+        family, kernel, dtype, index = o["job"]
+        if family == "conv":
+            if kernel in ("fwd", "dgrad", "wgrad"):
+                assert o["cp_async"], f"conv {kernel} config {index} ({dtype}): loads not pipelined: {o}"
+                if dtype != "fp32":  # every conv config has BLOCK_M >= 64
+                    assert o["wgmma"], f"conv {kernel} config {index} ({dtype}) does not use wgmma: {o}"
+            continue
         if kernel == "tma":
             assert o["tma"] and o["wgmma"], f"tma config {index} ({dtype}): {o}"
             continue

@@ -271,8 +271,12 @@ def _tma_launch(a, b, bias_arg, out, m, n, k, batch, flags, config: dict, progra
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation: str,
-        kernel: str = "tiled") -> torch.Tensor:
-    """(B, M, K) @ (B, K, N) [+ bias (N,)] -> activation -> new contiguous (B, M, N) in a's dtype."""
+        kernel: str = "tiled", out: torch.Tensor | None = None, input_precision: str | None = None) -> torch.Tensor:
+    """(B, M, K) @ (B, K, N) [+ bias (N,)] -> activation -> (B, M, N) in a's dtype.
+
+    The result is a new contiguous tensor, or ``out`` (any strides, e.g. a view of a convolution's
+    output) when given. ``input_precision`` overrides the fp32 rule ("tf32"/"ieee"; conv2d passes
+    cuDNN's flag, as torch's convolutions follow it rather than the matmul one)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     batch, m, k = a.shape
@@ -282,7 +286,15 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation:
     # ulp, with or without fp_downcast_rounding="rtne"). Under TRITON_INTERPRET=1 the kernel therefore
     # upcasts bf16 tiles and writes fp32, which torch rounds correctly. Compiled kernels never do this.
     upcast = interpreting() and a.dtype == torch.bfloat16
-    out = torch.empty((batch, m, n), dtype=torch.float32 if upcast else a.dtype, device=a.device)
+    if out is not None:
+        if kernel == "tma":
+            raise ValueError("the tma kernel writes a new contiguous output; out= is for the pointer kernels")
+        if upcast:  # compute in fp32, then let torch round into the caller's bf16 buffer
+            return out.copy_(bmm(a, b, bias, activation, kernel, None, input_precision))
+        result = out
+    else:
+        result = torch.empty((batch, m, n), dtype=torch.float32 if upcast else a.dtype, device=a.device)
+    out = result
     if out.numel() == 0:
         return out.to(a.dtype)
     if kernel == "tma":
@@ -291,8 +303,10 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation:
             raise ValueError(f"the tma kernel cannot read these operands: {why}")
     args = [a, b, bias if bias is not None else out, out, m, n, k, triton.next_power_of_2(m)]
     strides = [*a.stride(), *b.stride(), *out.stride()]
-    flags = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, INPUT_PRECISION=_input_precision(a.dtype),
-                 UPCAST_OPERANDS=upcast)
+    precision = _input_precision(a.dtype)
+    if input_precision is not None and a.dtype == torch.float32:
+        precision = input_precision
+    flags = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, INPUT_PRECISION=precision, UPCAST_OPERANDS=upcast)
     if kernel == "tma":
         if interpreting():
             tiles = _tile_count(batch, m, n, INTERPRETER_CONFIG)

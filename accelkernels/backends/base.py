@@ -54,12 +54,13 @@ class Backend:
     def linear(self, input, weight, bias, activation) -> torch.Tensor:
         raise NotImplementedError
 
-    # -- the epilogue's backward, on (rows, N) tensors. Backends without a kernel of their own for it
-    #    use torch's ops (the reference's formulas), so their linear backward still works.
+    # -- the epilogue's backward, on (..., N) tensors (channels last: a convolution's gradient arrives
+    #    as (batch, P, Q, K)). Backends without a kernel of their own for it use torch's ops (the
+    #    reference's formulas), so their linear and conv2d backward still work.
     def activation_backward(self, grad, saved, activation) -> tuple[torch.Tensor, torch.Tensor]:
         out, preact = (saved, None) if activation == "relu" else (None, saved)
         dz = _activation.backward(grad, out, preact, activation)
-        return dz, dz.sum(0)
+        return dz, self.bias_grad(dz)
 
     def bias_grad(self, grad) -> torch.Tensor:
-        return grad.sum(0)
+        return grad.sum(tuple(range(grad.dim() - 1)))

@@ -21,7 +21,7 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 class TritonBackend(Backend):
     name = "triton"
     op_reasons = {
-        "conv2d": "no Triton conv2d kernel yet (the Triton conv2d issue adds it)",
+        "conv2d": None,
         "matmul": None,
         "linear": None,
     }
@@ -48,6 +48,29 @@ class TritonBackend(Backend):
         if present[0].dtype not in DTYPES:
             return f"dtype {present[0].dtype} is not supported (float16, bfloat16 and float32 are)"
         return None
+
+    # conv2d: implicit GEMM, a depthwise kernel, 1x1 on the GEMM kernel (triton_kernels/conv2d.py).
+    # Outputs are allocated in the format the op returns, so the op's .contiguous() is free.
+    def conv2d(self, input, weight, bias, stride, padding, dilation, groups, activation):
+        from ..ops._layout import conv_output_format
+        from ..triton_kernels import conv2d as triton_conv2d
+
+        return triton_conv2d.conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activation,
+                                            conv_output_format(input, weight))
+
+    def conv2d_input_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
+        from ..ops._layout import suggest_memory_format
+        from ..triton_kernels import conv2d as triton_conv2d
+
+        return triton_conv2d.conv2d_input_grad(grad_output, input.shape, weight, stride, padding, dilation, groups,
+                                               suggest_memory_format(input))
+
+    def conv2d_weight_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
+        from ..ops._layout import suggest_memory_format
+        from ..triton_kernels import conv2d as triton_conv2d
+
+        return triton_conv2d.conv2d_weight_grad(grad_output, input, weight.shape, stride, padding, dilation, groups,
+                                                suggest_memory_format(weight))
 
     def matmul(self, a, b):
         from ..triton_kernels import matmul as triton_matmul

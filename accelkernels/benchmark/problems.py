@@ -88,19 +88,25 @@ def make_inputs(case: Case, dtype: torch.dtype, device: str, layout: str, requir
     return Inputs([t.requires_grad_(requires_grad) for t in tensors], layout)
 
 
+def _activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """torch's unfused path: the activation as its own kernel after the conv/linear."""
+    return y if activation is None else getattr(F, activation)(y)
+
+
 def forward_fn(case: Case, provider: str) -> Callable[..., torch.Tensor]:
     """The forward call of a provider: "torch" is torch's own op (cuDNN/cuBLAS/ATen, no wrapper);
     backend names go through accelkernels; "cuda:<kernel>" / "triton:<kernel>" run one named kernel."""
     d = case.dims
+    act = case.activation
     if case.op == "conv2d":
         args = (d["stride"], d["padding"], 1, d["groups"])
         if provider == "torch":
-            return lambda x, w, b: F.conv2d(x, w, b, *args)
-        return lambda x, w, b: conv2d(x, w, b, *args, backend=provider)
+            return lambda x, w, b: _activate(F.conv2d(x, w, b, *args), act)
+        return lambda x, w, b: conv2d(x, w, b, *args, activation=act, backend=provider)
     if case.op == "linear":
         if provider == "torch":
-            return F.linear
-        return lambda x, w, b: linear(x, w, b, backend=provider)
+            return lambda x, w, b: _activate(F.linear(x, w, b), act)
+        return lambda x, w, b: linear(x, w, b, activation=act, backend=provider)
     if provider.startswith("cuda:"):
         kernel = provider.split(":", 1)[1]
         return lambda a, b: torch.ops.accelkernels.cuda_bmm(a.unsqueeze(0), b.unsqueeze(0), None, "none", kernel)[0]

@@ -4,6 +4,8 @@ accelkernels.bench_suites); the columns used depend on the row's op:
 - matmul / linear: m, n, k (linear: input (m, k), weight (n, k)).
 - conv2d: batch, in_ch, height, width, out_ch, kernel_h, kernel_w, stride, padding, groups.
 - quick: 1 when the case belongs to the ``--quick`` run.
+- activation (optional column; conv2d and linear): relu, gelu or silu fused into our call; torch's
+  provider runs its op, then the activation as a separate kernel (what a model without fusion does).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from importlib import resources
 GEMM_FIELDS = ("m", "n", "k")
 CONV_FIELDS = ("batch", "in_ch", "height", "width", "out_ch", "kernel_h", "kernel_w", "stride", "padding", "groups")
 OPS = ("conv2d", "matmul", "linear")
+ACTIVATIONS = ("relu", "gelu", "silu")
 
 
 @dataclass(frozen=True)
@@ -24,13 +27,16 @@ class Case:
     op: str
     dims: dict = field(hash=False)
     quick: bool = True
+    activation: str | None = None
 
     def shape_text(self) -> str:
         d = self.dims
         if self.op == "conv2d":
-            return (f"N{d['batch']} C{d['in_ch']} {d['height']}x{d['width']} -> K{d['out_ch']} "
+            text = (f"N{d['batch']} C{d['in_ch']} {d['height']}x{d['width']} -> K{d['out_ch']} "
                     f"{d['kernel_h']}x{d['kernel_w']} s{d['stride']} p{d['padding']} g{d['groups']}")
-        return f"{d['m']}x{d['n']}x{d['k']}"
+        else:
+            text = f"{d['m']}x{d['n']}x{d['k']}"
+        return text + (f" +{self.activation}" if self.activation else "")
 
 
 def _suite_dir():
@@ -52,7 +58,11 @@ def _parse_row(suite: str, row: dict, line: int) -> Case:
         raise ValueError(f"suite {suite!r} line {line}: {op} needs integer columns {fields} ({exc})") from exc
     if min(v for f, v in dims.items() if f != "padding") <= 0 or dims.get("padding", 0) < 0:
         raise ValueError(f"suite {suite!r} line {line}: sizes must be positive, got {dims}")
-    return Case(suite, row["name"].strip(), op, dims, row.get("quick", "1").strip() == "1")
+    activation = (row.get("activation") or "").strip() or None
+    if activation is not None and (activation not in ACTIVATIONS or op == "matmul"):
+        raise ValueError(f"suite {suite!r} line {line}: activation must be empty or one of {ACTIVATIONS} "
+                         f"(conv2d and linear only), got {activation!r} for {op}")
+    return Case(suite, row["name"].strip(), op, dims, row.get("quick", "1").strip() == "1", activation)
 
 
 def load_suite(name: str) -> list[Case]:

@@ -24,6 +24,7 @@ from ..backends import check_name, resolve
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
 from ._layout import conv_output_format, suggest_memory_format, suggest_memory_format_symbolic
+from .epilogue_backward import activation_backward_op, bias_grad_op
 
 OP = "conv2d"
 
@@ -130,20 +131,27 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     input, weight, bias, output = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.conv
-    if ctx.activation != "none":
-        preact = None
-        if _activation.needs_preactivation(ctx.activation):
-            preact = conv2d_op(input, weight, bias, stride, padding, dilation, groups, "none", ctx.backend)
-        grad = _activation.backward(grad, output, preact, ctx.activation)
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    need_bias = need_bias and ctx.has_bias
     grad_input = grad_weight = grad_bias = None
+    # The epilogue's backward works on (N, P, Q, K) views — channels last in logical order, so the bias
+    # gradient is a sum over all but the last dim — and hands dz back as (N, K, P, Q) channels_last.
+    if ctx.activation != "none":
+        # dz = act'(z)·dy and dbias = Σ dz in one pass (one op, so a backend can fuse them).
+        if _activation.needs_preactivation(ctx.activation):
+            saved = conv2d_op(input, weight, bias, stride, padding, dilation, groups, "none", ctx.backend)
+        else:
+            saved = output
+        dz, grad_bias = activation_backward_op(grad.permute(0, 2, 3, 1), saved.permute(0, 2, 3, 1),
+                                               ctx.activation, ctx.backend)
+        grad = dz.permute(0, 3, 1, 2)
+    elif need_bias:
+        grad_bias = bias_grad_op(grad.permute(0, 2, 3, 1), ctx.backend)
     if need_input:
         grad_input = conv2d_input_grad_op(grad, input, weight, stride, padding, dilation, groups, ctx.backend)
     if need_weight:
         grad_weight = conv2d_weight_grad_op(grad, input, weight, stride, padding, dilation, groups, ctx.backend)
-    if ctx.has_bias and need_bias:
-        grad_bias = grad.sum((0, 2, 3))
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+    return grad_input, grad_weight, grad_bias if need_bias else None, None, None, None, None, None, None
 
 
 conv2d_op.register_autograd(_backward, setup_context=_setup_context)

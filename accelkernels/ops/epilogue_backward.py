@@ -1,8 +1,14 @@
 """Backward of the fused epilogue as registered ops, so each backend can serve it with its own kernel:
 
 - ``activation_backward(grad, saved, activation, backend) -> (grad_preact, grad_bias)``: grad and
-  saved are (rows, N); saved is the output for relu and the pre-activation for gelu/silu.
-- ``bias_grad(grad, backend) -> grad_bias``: the column sum, for layers with a bias and no activation.
+  saved are (..., N) — (rows, N) from linear, (batch, P, Q, K) from conv2d (its (N, K, P, Q)
+  gradient permuted, a view) — saved is the output for relu and the pre-activation for gelu/silu;
+  grad_preact comes back contiguous in that (..., N) order.
+- ``bias_grad(grad, backend) -> grad_bias``: the sum over all but the last dim, for layers with a
+  bias and no activation.
+
+Both are served by the backend that serves ``linear`` for these tensors (elementwise work plus a
+column reduction: the GEMM backends' epilogue kernels).
 """
 
 from __future__ import annotations
