@@ -45,6 +45,20 @@ def _conv(batch, c, hw, k, r, stride, pad, groups=1):
                                               kernel_w=r, stride=stride, padding=pad, groups=groups))
 
 
+def test_fused_suite_fuses_for_us_and_runs_torch_unfused():
+    cases = suites.load_suite("conv_fused")
+    assert cases and all(c.activation == "relu" and c.op == "conv2d" for c in cases)
+    assert cases[0].shape_text().endswith("+relu")
+    with pytest.raises(ValueError, match="activation must be empty or one of"):
+        suites._parse_row("x", {"name": "a", "op": "matmul", "m": "1", "n": "1", "k": "1", "activation": "relu"}, 3)
+    small = Case("t", "c", "conv2d", dict(batch=1, in_ch=2, height=5, width=5, out_ch=3, kernel_h=3, kernel_w=3,
+                                          stride=1, padding=1, groups=1), activation="relu")
+    x, w, b = problems.make_inputs(small, torch.float32, "cpu", "nchw", requires_grad=False).tensors
+    expected = torch.relu(torch.nn.functional.conv2d(x, w, b, 1, 1))
+    for provider in ("torch", "auto"):
+        torch.testing.assert_close(problems.forward_fn(small, provider)(x, w, b), expected)
+
+
 def test_flop_and_byte_counts_for_known_cases():
     assert problems.flops(_gemm(4096, 4096, 4096), "fwd") == 2 * 4096**3
     resnet_3x3 = _conv(32, 64, 56, 64, 3, 1, 1)

@@ -143,3 +143,63 @@ def test_triton_kernels_autotuned_on_the_gpu(kernel, monkeypatch):
     out = triton_matmul.bmm(a, w.mT, bias, "gelu", kernel=kernel)
     ref = torch.nn.functional.gelu(a.double() @ w.double().mT + bias.double())
     assert_within_2x_torch_error(out, torch.nn.functional.gelu(a @ w.mT + bias), ref)
+
+
+# ResNet-50's convolutions with their real channel counts and padding, at batch 2 (for time):
+# (C, H, K, R, stride, padding). The bench times them at batch 32 and 128.
+RESNET50_LAYERS = {
+    "stem_7x7_s2": (3, 56, 64, 7, 2, 3),
+    "3x3_64": (64, 28, 64, 3, 1, 1),
+    "3x3_128_s2": (128, 28, 128, 3, 2, 1),
+    "3x3_256": (256, 14, 256, 3, 1, 1),
+    "1x1_64_256": (64, 28, 256, 1, 1, 0),
+    "1x1_256_128_s2": (256, 28, 128, 1, 2, 0),
+    "3x3_512": (512, 7, 512, 3, 1, 1),
+}
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layer", RESNET50_LAYERS.keys())
+def test_triton_conv2d_resnet50_layers_against_cudnn(layer, dtype, layout):
+    """Forward (+bias+ReLU) and every gradient within 2x cuDNN's error against float64."""
+    if not ak.is_available("triton"):
+        pytest.skip("triton unavailable")
+    c, hw, k, r, stride, padding = RESNET50_LAYERS[layer]
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    x = torch.randn(2, c, hw, hw, device="cuda", dtype=dtype).contiguous(memory_format=fmt).requires_grad_(True)
+    w = (torch.randn(k, c, r, r, device="cuda", dtype=dtype) / (c * r * r) ** 0.5).contiguous(memory_format=fmt)
+    w.requires_grad_(True)
+    b = torch.randn(k, device="cuda", dtype=dtype, requires_grad=True)
+    leaves = (x, w, b)
+    leaves64 = [t.detach().double().requires_grad_(True) for t in leaves]
+    _poison_allocator(64 * 1024 * 1024)
+    ours = ak.conv2d(x, w, b, stride, padding, activation="relu", backend="triton")
+    theirs = F.relu(F.conv2d(x, w, b, stride, padding))
+    ref = F.relu(F.conv2d(*leaves64, stride, padding))
+    assert_within_2x_torch_error(ours, theirs, ref.detach())
+    g = torch.randn_like(ours)
+    for name, o, t, r64 in zip(("input", "weight", "bias"), torch.autograd.grad(ours, leaves, g),
+                               torch.autograd.grad(theirs, leaves, g), torch.autograd.grad(ref, leaves64, g.double())):
+        assert_within_2x_torch_error(o, t, r64, f"grad {name}")
+
+
+def test_triton_conv2d_autotuned_on_the_gpu(monkeypatch):
+    """The suite runs one fixed config; here the autotuner picks, forward and backward."""
+    if not ak.is_available("triton"):
+        pytest.skip("triton unavailable")
+    monkeypatch.setenv("ACCELKERNELS_TRITON_AUTOTUNE", "1")
+    x = torch.randn(4, 64, 28, 28, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = (torch.randn(128, 64, 3, 3, device="cuda", dtype=torch.bfloat16) / 24).to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    ours = ak.conv2d(x, w, None, 1, 1, activation="gelu", backend="triton")
+    theirs = F.gelu(F.conv2d(x, w, None, 1, 1))
+    ref = F.gelu(F.conv2d(x.double(), w.double(), None, 1, 1))
+    assert_within_2x_torch_error(ours, theirs, ref)
+    g = torch.randn_like(ours)
+    x64, w64 = (t.detach().double().requires_grad_(True) for t in (x, w))
+    ref_grads = torch.autograd.grad(F.gelu(F.conv2d(x64, w64, None, 1, 1)), (x64, w64), g.double())
+    for name, o, t, r64 in zip(("input", "weight"), torch.autograd.grad(ours, (x, w), g),
+                               torch.autograd.grad(theirs, (x, w), g), ref_grads):
+        assert_within_2x_torch_error(o, t, r64, f"grad {name}")
