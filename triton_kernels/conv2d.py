@@ -176,7 +176,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, activatio
     kg = k // groups
 
     def grid(meta):
-        return (triton.cdiv(n * p * q, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), groups)
+        return (triton.cdiv(n * p * q, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]) * groups,)
 
     args = (x, weight, bias_arg, y, n, h, w, p, q, cg, kg, r, s, *geometry, *x.stride(), *weight.stride(), *y.stride())
     constexprs = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, INPUT_PRECISION=_input_precision(x.dtype),
@@ -218,7 +218,7 @@ def conv2d_input_grad(grad_output, input_shape, weight, stride, padding, dilatio
     phase_pixels = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1])  # the largest phase
 
     def grid(meta):
-        return (triton.cdiv(phase_pixels, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups,
+        return (triton.cdiv(phase_pixels, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]) * groups,
                 stride[0] * stride[1])
 
     # Taps reaching one phase are every stride/gcd(dilation, stride)-th (see conv2d_dgrad_kernel).
@@ -263,7 +263,7 @@ def conv2d_weight_grad(grad_output, x, weight_shape, stride, padding, dilation, 
         partial = torch.empty((splits, k, cg, r, s), dtype=torch.float32, device=x.device)
 
         def grid(meta):
-            return (triton.cdiv(kg, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups * r * s, splits)
+            return (triton.cdiv(kg, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]) * groups * r * s, splits)
 
         args = (grad_output, x, partial, n, h, w, p, q, cg, kg, r, s, per_split, *geometry,
                 *grad_output.stride(), *x.stride())

@@ -26,7 +26,7 @@ def depthwise_fwd_kernel(
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < N * P * Q
+    mask_m = offs_m < tl.cast(N, tl.int64) * P * Q  # int64: the pixel count can pass 2^31
     n = offs_m // (P * Q)
     p = (offs_m // Q) % P
     q = offs_m % Q
@@ -62,7 +62,7 @@ def depthwise_dgrad_kernel(
     """dx[n, c, h, w] = Σ over j < MULT and taps (r, s) with h + pad - r·dil = p·stride of
     dy[n, c·MULT + j, p, q] · w[c·MULT + j, 0, r, s]."""
     offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < N * H * W
+    mask_m = offs_m < tl.cast(N, tl.int64) * H * W
     n = offs_m // (H * W)
     h = (offs_m // W) % H
     w = offs_m % W
@@ -102,7 +102,7 @@ def depthwise_wgrad_kernel(
     r = tap // S
     s = tap % S
     split = tl.program_id(2)
-    total = N * P * Q
+    total = tl.cast(N, tl.int64) * P * Q
     start = split.to(tl.int64) * PIXELS_PER_SPLIT
     acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
     for t0 in range(0, PIXELS_PER_SPLIT, BLOCK_M):

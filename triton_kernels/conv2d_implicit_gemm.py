@@ -12,11 +12,11 @@ dimension then runs along contiguous channels.
 - dgrad: the transposed problem. Rows = input pixels (n, h, w), columns = input channels, reduction
   = (r, s, k). A pixel h receives from p only when h + pad - r·dil = p·stride, so with stride > 1
   the pixels are split into stride_h·stride_w phases (h mod stride_h, w mod stride_w), one per
-  program axis 2: within a phase, a filter tap (r, s) is either valid for every row or for none,
+  program on axis 1: within a phase, a filter tap (r, s) is either valid for every row or for none,
   and the kernel loops over the valid taps only instead of multiplying zeros.
 - wgrad: per filter tap (r, s) a GEMM dW[:, :, r, s] = dYᵀ · X_shifted, rows = output channels,
   columns = input channels, reduction = the N·P·Q output pixels — long, so it is split across
-  programs (axis 2) that write fp32 partial sums, added in a fixed order afterwards (deterministic).
+  programs (axis 1) that write fp32 partial sums, added in a fixed order afterwards (deterministic).
 
 All accumulate in fp32 and compute offsets in int64. The epilogue (bias, activation) is fused into
 the forward's single store.
@@ -49,9 +49,10 @@ def conv2d_fwd_kernel(
     UPCAST_OPERANDS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    group = tl.program_id(1)
-    M = N * P * Q
-    pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(KG, BLOCK_N), GROUP_M)
+    M = tl.cast(N, tl.int64) * P * Q  # int64: the pixel count can pass 2^31
+    tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(KG, BLOCK_N)
+    group = tl.program_id(0) // tiles  # groups folded into axis 0 (axes 1 and 2 stop at 65535)
+    pid_m, pid_n = _grouped_tile(tl.program_id(0) % tiles, tl.cdiv(M, BLOCK_M), tl.cdiv(KG, BLOCK_N), GROUP_M)
 
     # Rows: output pixels (n, p, q) and where their receptive field starts in x.
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -105,18 +106,19 @@ def conv2d_dgrad_kernel(
     INPUT_PRECISION: tl.constexpr, UPCAST_OPERANDS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    group = tl.program_id(1)
-    phase = tl.program_id(2)
+    phase = tl.program_id(1)
     ph = phase // stride_w  # this program's rows: h = ph + i·stride_h, w = pw + j·stride_w
     pw = phase % stride_w
     HP = tl.cdiv(H - ph, stride_h)  # pixels of the phase (0 when the phase is empty)
     WP = tl.cdiv(W - pw, stride_w)
     # The grid is sized for the largest phase (phase 0); smaller phases leave trailing tiles idle.
-    M = N * tl.cdiv(H, stride_h) * tl.cdiv(W, stride_w)
-    pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(CG, BLOCK_N), GROUP_M)
+    M = tl.cast(N, tl.int64) * tl.cdiv(H, stride_h) * tl.cdiv(W, stride_w)
+    tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(CG, BLOCK_N)
+    group = tl.program_id(0) // tiles
+    pid_m, pid_n = _grouped_tile(tl.program_id(0) % tiles, tl.cdiv(M, BLOCK_M), tl.cdiv(CG, BLOCK_N), GROUP_M)
 
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < N * HP * WP
+    mask_m = offs_m < tl.cast(N, tl.int64) * HP * WP
     n = offs_m // tl.maximum(HP * WP, 1)
     h = ph + ((offs_m // tl.maximum(WP, 1)) % tl.maximum(HP, 1)) * stride_h
     w = pw + (offs_m % tl.maximum(WP, 1)) * stride_w
@@ -175,12 +177,13 @@ def conv2d_wgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """partial[split, g·KG + k, c, r, s] = Σ over this split's output pixels of dy · x_shifted."""
-    tap = tl.program_id(1)  # group · R · S + r · S + s
-    split = tl.program_id(2)
+    tiles = tl.cdiv(KG, BLOCK_M) * tl.cdiv(CG, BLOCK_N)
+    tap = tl.program_id(0) // tiles  # group · R · S + r · S + s, folded into axis 0 with the tiles
+    split = tl.program_id(1)
     group = tap // (R * S)
     r = (tap // S) % R
     s = tap % S
-    pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(KG, BLOCK_M), tl.cdiv(CG, BLOCK_N), GROUP_M)
+    pid_m, pid_n = _grouped_tile(tl.program_id(0) % tiles, tl.cdiv(KG, BLOCK_M), tl.cdiv(CG, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output channels of the group
     mask_m = offs_m < KG
@@ -189,7 +192,7 @@ def conv2d_wgrad_kernel(
     mask_n = offs_n < CG
     c = group.to(tl.int64) * CG + offs_n
 
-    total = N * P * Q
+    total = tl.cast(N, tl.int64) * P * Q
     start = split.to(tl.int64) * PIXELS_PER_SPLIT
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     offs_k = tl.arange(0, BLOCK_K)
@@ -212,7 +215,7 @@ def conv2d_wgrad_kernel(
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
     # partial is (splits, K, CG, R, S) contiguous fp32.
-    K = KG * (tl.num_programs(1) // (R * S))
+    K = KG * (tl.num_programs(0) // (tiles * R * S))
     out = (partial_ptr + split.to(tl.int64) * K * CG * R * S + (k * CG * R * S)[:, None]
            + (offs_n.to(tl.int64) * R * S)[None, :] + r * S + s)
     tl.store(out, acc, mask=mask_m[:, None] & mask_n[None, :])
