@@ -30,11 +30,7 @@ from . import interpreting
 from .conv2d_depthwise import depthwise_dgrad_kernel, depthwise_fwd_kernel, depthwise_wgrad_kernel
 from .conv2d_implicit_gemm import conv2d_dgrad_kernel, conv2d_fwd_kernel, conv2d_wgrad_kernel
 from .matmul import SMEM_LIMIT, autotuning, bmm
-
-
-def _config(bm, bn, bk, stages, warps, group=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group},
-                         num_stages=stages, num_warps=warps)
+from .matmul import _config  # (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps) -> triton.Config, as for the GEMM
 
 
 CONFIGS = [
