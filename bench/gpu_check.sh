@@ -29,9 +29,11 @@ run tests_gpu python -m pytest -q -rs -m gpu
 run tests_all python -m pytest -q -rs  # no -x: one failure must not hide the others
 if command -v compute-sanitizer > /dev/null || [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
   SAN="$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")"
-  run memcheck "$SAN" --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -k "cuda_matmul and (ragged or 1x1x1)"
+  SMALL="(cuda_matmul and (ragged or 1x1x1)) or (ladder_step and ragged and rowmajor) or (mma_sync_against and odd_m and gelu)"
+  run memcheck "$SAN" --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -k "$SMALL"
+  run racecheck "$SAN" --tool racecheck --error-exitcode 1 python -m pytest -q -m gpu -k "(warptile or mma_sync_against) and (ragged or odd_m) and not silu and not relu"
 else
-  summary+=("memcheck               skip  compute-sanitizer not found")
+  summary+=("memcheck/racecheck     skip  compute-sanitizer not found")
 fi
 run bench accelkernels bench --quick --ceilings --no-progress --out "$OUT/bench"
 run overhead python bench/bench_dispatch_overhead.py --device cuda --out "$OUT/overhead"

@@ -31,6 +31,7 @@ py::list kernels() {
     d["dtypes"] = k.dtypes;
     d["min_arch"] = k.min_arch;
     d["description"] = k.description;
+    d["tensor_cores"] = k.tensor_cores;
     out.append(d);
   }
   return out;

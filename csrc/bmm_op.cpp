@@ -30,6 +30,42 @@ void check_operand(const at::Tensor& t, const char* name, const at::Tensor& a) {
               " but a has ", a.scalar_type());
 }
 
+// The kernel's view of the problem; T is the CUDA element type, TorchT torch's spelling of it.
+template <typename T, typename TorchT>
+BmmArgs<T> make_args(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, at::Tensor& c,
+                     c10::string_view activation) {
+  BmmArgs<T> args{};
+  args.a = reinterpret_cast<const T*>(a.const_data_ptr<TorchT>());
+  args.b = reinterpret_cast<const T*>(b.const_data_ptr<TorchT>());
+  args.bias = bias.defined() ? reinterpret_cast<const T*>(bias.const_data_ptr<TorchT>()) : nullptr;
+  args.c = reinterpret_cast<T*>(c.mutable_data_ptr<TorchT>());
+  args.batch = a.size(0);
+  args.m = a.size(1);
+  args.n = b.size(2);
+  args.k = a.size(2);
+  args.a_stride_batch = a.stride(0);
+  args.a_stride_m = a.stride(1);
+  args.a_stride_k = a.stride(2);
+  args.b_stride_batch = b.stride(0);
+  args.b_stride_k = b.stride(1);
+  args.b_stride_n = b.stride(2);
+  args.activation = parse_activation(activation);
+  return args;
+}
+
+template <typename T>
+void launch(const BmmKernel& kernel, void (*launcher)(const BmmArgs<T>&, cudaStream_t), const BmmArgs<T>& args,
+            cudaStream_t stream) {
+  if (kernel.tensor_cores) {
+    const char* why = mma_sync_unsupported_reason(args);
+    TORCH_CHECK_VALUE(why == nullptr, "accelkernels::cuda_bmm: kernel '", kernel.name, "' cannot read these "
+                      "operands: ", why, " (a strides ", args.a_stride_batch, ",", args.a_stride_m, ",",
+                      args.a_stride_k, "; b strides ", args.b_stride_batch, ",", args.b_stride_k, ",",
+                      args.b_stride_n, ")");
+  }
+  launcher(args, stream);
+}
+
 at::Tensor cuda_bmm(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias,
                     c10::string_view activation, c10::string_view kernel) {
   check_operand(a, "a", a);
@@ -47,8 +83,12 @@ at::Tensor cuda_bmm(const at::Tensor& a, const at::Tensor& b, const std::optiona
   const BmmKernel* chosen = find_bmm_kernel(kernel);
   TORCH_CHECK_VALUE(chosen != nullptr, "accelkernels::cuda_bmm: no kernel named '", std::string(kernel),
                     "' (accelkernels._C.kernels() lists them)");
-  TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat, "accelkernels::cuda_bmm: kernel '", chosen->name, "' takes ",
-                   chosen->dtypes, ", got ", a.scalar_type());
+  const auto dtype = a.scalar_type();
+  const bool served = (dtype == at::kFloat && chosen->launch_f32 != nullptr) ||
+                      (dtype == at::kHalf && chosen->launch_f16 != nullptr) ||
+                      (dtype == at::kBFloat16 && chosen->launch_bf16 != nullptr);
+  TORCH_CHECK_TYPE(served, "accelkernels::cuda_bmm: kernel '", chosen->name, "' takes ", chosen->dtypes, ", got ",
+                   dtype);
   TORCH_CHECK((n + 31) / 32 <= kMaxGridY, "accelkernels::cuda_bmm: N=", n, " exceeds the grid limit of this kernel");
 
   const c10::cuda::CUDAGuard guard(a.device());
@@ -56,25 +96,18 @@ at::Tensor cuda_bmm(const at::Tensor& a, const at::Tensor& b, const std::optiona
   if (c.numel() == 0) return c;
   // A contiguous copy of the (tiny) bias lets the kernel index it directly.
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
-
-  BmmArgs<float> args{};
-  args.a = a.const_data_ptr<float>();
-  args.b = b.const_data_ptr<float>();
-  args.bias = bias.has_value() ? bias_c.const_data_ptr<float>() : nullptr;
-  args.c = c.mutable_data_ptr<float>();
-  args.batch = batch;
-  args.m = m;
-  args.n = n;
-  args.k = k;
-  args.a_stride_batch = a.stride(0);
-  args.a_stride_m = a.stride(1);
-  args.a_stride_k = a.stride(2);
-  args.b_stride_batch = b.stride(0);
-  args.b_stride_k = b.stride(1);
-  args.b_stride_n = b.stride(2);
-  args.activation = parse_activation(activation);
-
-  chosen->launch_f32(args, c10::cuda::getCurrentCUDAStream());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  switch (dtype) {
+    case at::kHalf:
+      launch(*chosen, chosen->launch_f16, make_args<__half, at::Half>(a, b, bias_c, c, activation), stream);
+      break;
+    case at::kBFloat16:
+      launch(*chosen, chosen->launch_bf16, make_args<__nv_bfloat16, at::BFloat16>(a, b, bias_c, c, activation),
+             stream);
+      break;
+    default:
+      launch(*chosen, chosen->launch_f32, make_args<float, float>(a, b, bias_c, c, activation), stream);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return c;
 }

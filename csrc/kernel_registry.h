@@ -15,7 +15,11 @@ struct BmmKernel {
   const char* dtypes;
   const char* min_arch;  // lowest compute capability it runs on
   const char* description;
+  // One launcher per dtype it serves; nullptr where it does not.
   void (*launch_f32)(const BmmArgs<float>&, cudaStream_t);
+  void (*launch_f16)(const BmmArgs<__half>&, cudaStream_t);
+  void (*launch_bf16)(const BmmArgs<__nv_bfloat16>&, cudaStream_t);
+  bool tensor_cores;  // reads its operands through 16-byte cp.async chunks: mma_sync_unsupported_reason applies
 };
 
 const std::vector<BmmKernel>& bmm_kernels();

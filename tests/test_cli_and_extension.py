@@ -82,8 +82,14 @@ def test_extension_build_info_and_registry():
     info = status.module.build_info()
     assert info["torch_version"] == torch.__version__
     assert info["cuda_version"] == torch.version.cuda
-    names = [k["name"] for k in status.module.kernels()]
-    assert "smem_tiled" in names
+    kernels = status.module.kernels()
+    names = [k["name"] for k in kernels]
+    # the SIMT ladder in order, then the tensor-core kernel
+    assert names == ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync"]
+    by_name = {k["name"]: k for k in kernels}
+    assert by_name["mma_sync"]["dtypes"] == "float16,bfloat16" and by_name["mma_sync"]["min_arch"] == "8.0"
+    assert by_name["mma_sync"]["tensor_cores"] and not by_name["warptile"]["tensor_cores"]
+    assert all(k["dtypes"] == "float32" for k in kernels if k["name"] != "mma_sync")
     # the kernel-level op has a CUDA implementation registered from C++
     assert torch._C._dispatch_has_kernel_for_dispatch_key("accelkernels::cuda_bmm", "CUDA")
 
@@ -97,19 +103,40 @@ def _cuobjdump() -> str | None:
     return str(path) if path.exists() else shutil.which("cuobjdump")
 
 
+def _sass_functions(sass: str) -> dict[str, str]:
+    """cuobjdump --dump-sass output -> {mangled function name: its SASS}, per cubin (names repeat)."""
+    functions: dict[str, str] = {}
+    for block in sass.split("Function : ")[1:]:
+        name, _, body = block.partition("\n")
+        functions[name.strip()] = functions.get(name.strip(), "") + body
+    return functions
+
+
 @built
 def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
+    """Every kernel file has sm_80 and sm_90a code; the SIMT steps are FFMA loops, the mma.sync kernel
+    uses tensor cores (HMMA) and ldmatrix (LDSM) fed by cp.async (LDGSTS); nothing spills (LDL/STL)."""
     tool = _cuobjdump()
     if tool is None:
         pytest.skip("cuobjdump not found (it ships with Triton)")
     so = status.module.__file__
     elfs = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True, check=True).stdout
     arch_list = status.module.build_info()["arch_list"]
+    sources = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "csrc" / "kernels").glob("*.cu"))
+    assert len(sources) == 7, sources
     for sm, arch in (("sm_80", "8.0"), ("sm_90a", "9.0a")):
         if arch in arch_list.split(","):
-            assert f"bmm_smem_tiled.{sm}.cubin" in elfs, elfs
+            for source in sources:
+                assert f"{source}.{sm}.cubin" in elfs, (source, sm, elfs)
     sass = subprocess.run([tool, "--dump-sass", so], capture_output=True, text=True, check=True).stdout
-    assert "FFMA" in sass  # the SIMT kernel's inner loop
+    functions = _sass_functions(sass)
+    for step in ("naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile"):
+        bodies = [body for name, body in functions.items() if f"bmm_{step}_f32_kernel" in name]
+        assert bodies and all("FFMA" in body for body in bodies), step
+    mma = [body for name, body in functions.items() if "bmm_mma_sync_kernel" in name]
+    assert len(mma) == 8  # 2 dtypes x 4 operand orientations (each body holds every arch's SASS)
+    for body in mma:
+        assert "HMMA" in body and "LDSM" in body and "LDGSTS.E.BYPASS.128" in body
     spills = [line for line in sass.splitlines() if re.search(r"\b(LDL|STL)\b", line)]
     assert not spills, f"local-memory traffic (register spills) in SASS: {spills[:3]}"
 
@@ -155,7 +182,8 @@ def test_compile_on_first_use_builds_the_same_sources(tmp_path):
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "MAX_JOBS": os.environ.get("MAX_JOBS", "2")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "9.0a ['smem_tiled']" in result.stdout
+    assert "9.0a ['naive', 'smem_tiled', 'blocktile_1d', 'blocktile_2d', 'vectorized', 'warptile', 'mma_sync']" in (
+        result.stdout)
 
 
 @pytest.mark.parametrize("script", [".ci/run", "bench/gpu_check.sh"])

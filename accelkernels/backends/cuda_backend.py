@@ -13,9 +13,31 @@ from .. import _extension
 from .base import Backend
 from ._batched import linear_as_bmm, matmul_as_bmm
 
-# The one kernel so far: the shared-memory tiled fp32 GEMM (csrc/kernels/bmm_smem_tiled.cu).
-DEFAULT_GEMM_KERNEL = "smem_tiled"
-DTYPES = (torch.float32,)
+# The kernel each dtype runs (csrc/kernel_registry.cpp lists them all; the bench times each as
+# "cuda:<name>"). fp32: the top step of the SIMT ladder; fp16/bf16: the mma.sync tensor-core kernel.
+# Neither choice has been measured on a GPU yet: the ladder's order is the design's, not a timing's.
+GEMM_KERNEL = {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
+DTYPES = tuple(GEMM_KERNEL)
+TENSOR_CORE_CAPABILITY = (8, 0)  # mma.sync with bf16 and ldmatrix/cp.async: Ampere and newer
+
+
+def _operand_readable(t: torch.Tensor, inner_dim: int) -> bool:
+    """One operand (batch, rows, cols) of the mma.sync kernel, contiguous along ``inner_dim`` (1 or 2)."""
+    outer_dim = 3 - inner_dim
+    return (t.stride(inner_dim) == 1 and t.shape[inner_dim] % 8 == 0 and t.stride(outer_dim) % 8 == 0
+            and t.stride(0) % 8 == 0)
+
+
+def mma_sync_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """Why the mma.sync kernel cannot read these (batch, M, K) @ (batch, K, N) operands, or None.
+    Mirrors csrc/kernels/bmm_args.h (the C++ check raises; this one lets "auto" fall back instead)."""
+    if a3.data_ptr() % 16 or b3.data_ptr() % 16:
+        return "operands must start on 16-byte boundaries"
+    if not (_operand_readable(a3, 2) or _operand_readable(a3, 1)):
+        return "A needs a contiguous K or M dimension whose size and other strides are multiples of 8"
+    if not (_operand_readable(b3, 1) or _operand_readable(b3, 2)):
+        return "B needs a contiguous K or N dimension whose size and other strides are multiples of 8"
+    return None
 
 
 def arch_runs_on(arch_list: str, capability: tuple[int, int]) -> bool:
@@ -70,8 +92,17 @@ class CudaBackend(Backend):
         present = [t for t in tensors if t is not None]
         if present[0].device.type != "cuda":
             return f"the tensors are on {present[0].device.type}; this backend runs CUDA tensors only"
-        if present[0].dtype not in DTYPES:
-            return f"dtype {present[0].dtype} has no kernel yet (float32 has; fp16/bf16 come with the tensor-core GEMM)"
+        dtype = present[0].dtype
+        if dtype not in DTYPES:
+            return f"dtype {dtype} has no kernel (float32, float16 and bfloat16 have)"
+        if dtype != torch.float32 and op in ("matmul", "linear"):
+            capability = torch.cuda.get_device_capability(present[0].device)
+            if capability < TENSOR_CORE_CAPABILITY:
+                return f"{dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"
+            a3, b3, _ = (matmul_as_bmm if op == "matmul" else linear_as_bmm)(present[0], present[1])
+            why = mma_sync_unsupported_reason(a3, b3)
+            if why is not None:
+                return f"the mma.sync kernel cannot read these operands: {why}"
         status = _extension.status(build=True)
         if not status.loaded:
             return f"the CUDA extension is {status.mode}: {status.reason}"
@@ -87,9 +118,10 @@ class CudaBackend(Backend):
 
     def matmul(self, a, b):
         a3, b3, out_shape = matmul_as_bmm(a, b)
-        out = torch.ops.accelkernels.cuda_bmm(a3, b3, None, "none", DEFAULT_GEMM_KERNEL)
+        out = torch.ops.accelkernels.cuda_bmm(a3, b3, None, "none", GEMM_KERNEL[a.dtype])
         return out.reshape(out_shape)
 
     def linear(self, input, weight, bias, activation):
         a3, b3, out_shape = linear_as_bmm(input, weight)
-        return torch.ops.accelkernels.cuda_bmm(a3, b3, bias, activation, DEFAULT_GEMM_KERNEL).reshape(out_shape)
+        kernel = GEMM_KERNEL[input.dtype]
+        return torch.ops.accelkernels.cuda_bmm(a3, b3, bias, activation, kernel).reshape(out_shape)

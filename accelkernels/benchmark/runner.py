@@ -94,8 +94,10 @@ def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings)
         kernel = next((k for k in _extension.status().module.kernels() if f"cuda:{k['name']}" == provider), None)
         if kernel is None:
             return "no such kernel in the registry"
-        if DTYPES[dtype_name] is not getattr(torch, kernel["dtypes"], None):
+        if DTYPES[dtype_name] not in [getattr(torch, d, None) for d in kernel["dtypes"].split(",")]:
             return f"kernel takes {kernel['dtypes']}"
+        if kernel.get("tensor_cores") and any(case.dims[d] % 8 for d in ("k", "n")):
+            return "the tensor-core kernel reads 16-byte chunks: K and N must be multiples of 8"
     if provider == "triton" and settings.device == "cpu" and flops(case, "fwd") > INTERPRETER_MAX_FLOPS:
         return "too large for Triton's interpreter (the CPU stand-in for a GPU)"
     return None

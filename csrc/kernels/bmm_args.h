@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 namespace accelkernels {
@@ -27,7 +29,36 @@ struct BmmArgs {
   Activation activation;
 };
 
-// Step 2 of the SIMT ladder: 32x32 output tiles staged through shared memory, fp32 in and out.
+// The SIMT fp32 ladder, one step per kernel file (csrc/kernels/bmm_<step>.cu); each step handles
+// ragged M, N, K and any strides.
+void launch_bmm_naive_f32(const BmmArgs<float>& args, cudaStream_t stream);
 void launch_bmm_smem_tiled_f32(const BmmArgs<float>& args, cudaStream_t stream);
+void launch_bmm_blocktile_1d_f32(const BmmArgs<float>& args, cudaStream_t stream);
+void launch_bmm_blocktile_2d_f32(const BmmArgs<float>& args, cudaStream_t stream);
+void launch_bmm_vectorized_f32(const BmmArgs<float>& args, cudaStream_t stream);
+void launch_bmm_warptile_f32(const BmmArgs<float>& args, cudaStream_t stream);
+
+// Tensor cores (sm_80+): mma.sync m16n8k16 with ldmatrix, a multi-stage cp.async ring in a swizzled
+// shared layout. Each operand must have a contiguous dimension (K or M for A, K or N for B) whose
+// size and other strides are multiples of 8 elements, on a 16-byte-aligned base (mma_sync_supports).
+void launch_bmm_mma_sync_f16(const BmmArgs<__half>& args, cudaStream_t stream);
+void launch_bmm_mma_sync_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
+
+// Why the mma.sync kernel cannot read these operands (nullptr when it can).
+template <typename T>
+const char* mma_sync_unsupported_reason(const BmmArgs<T>& p) {
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  auto operand_ok = [](int64_t s_outer, int64_t s_inner, int64_t inner_size, int64_t s_batch) {
+    return s_inner == 1 && inner_size % 8 == 0 && s_outer % 8 == 0 && s_batch % 8 == 0;
+  };
+  if (!aligned(p.a) || !aligned(p.b)) return "operands must start on 16-byte boundaries";
+  const bool a_ok = operand_ok(p.a_stride_m, p.a_stride_k, p.k, p.a_stride_batch) ||
+                    operand_ok(p.a_stride_k, p.a_stride_m, p.m, p.a_stride_batch);
+  const bool b_ok = operand_ok(p.b_stride_n, p.b_stride_k, p.k, p.b_stride_batch) ||
+                    operand_ok(p.b_stride_k, p.b_stride_n, p.n, p.b_stride_batch);
+  if (!a_ok) return "A needs a contiguous K or M dimension whose size and other strides are multiples of 8";
+  if (!b_ok) return "B needs a contiguous K or N dimension whose size and other strides are multiples of 8";
+  return nullptr;
+}
 
 }  // namespace accelkernels

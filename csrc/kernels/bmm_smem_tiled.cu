@@ -1,4 +1,4 @@
-// Shared-memory tiled fp32 batched GEMM: the second rung of the SIMT ladder (after the naive kernel).
+// Step 2 of the SIMT fp32 ladder: 32x32 output tiles staged through shared memory.
 //
 // Each 32x32 thread block computes one 32x32 tile of C. Per K step it stages a 32x32 tile of A and
 // of B in shared memory (one element per thread, zero-filled past the ragged edges), then every
@@ -6,16 +6,12 @@
 // instead of 32. Within a warp (fixed ty, tx = 0..31) the loads walk K for A and N for B, which
 // is coalesced for row-major operands; the inner loop reads As[ty][i] (a broadcast) and Bs[i][tx]
 // (consecutive banks), so it has no bank conflicts.
-#include <algorithm>
-
-#include "bmm_args.h"
-#include "epilogue.cuh"
+#include "simt_tile.cuh"
 
 namespace accelkernels {
 namespace {
 
 constexpr int kTile = 32;
-constexpr int64_t kMaxGridZ = 65535;  // CUDA's limit on gridDim.z: larger batches launch in chunks
 
 __global__ void bmm_smem_tiled_f32_kernel(BmmArgs<float> p, int64_t batch_offset) {
   __shared__ float As[kTile][kTile];
@@ -23,7 +19,6 @@ __global__ void bmm_smem_tiled_f32_kernel(BmmArgs<float> p, int64_t batch_offset
 
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t batch = batch_offset + blockIdx.z;
-  // M tiles on grid x (up to 2^31 - 1 blocks), N tiles on grid y (up to 65535, checked by the host).
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kTile + ty;
   const int64_t col = static_cast<int64_t>(blockIdx.y) * kTile + tx;
   const float* a = p.a + batch * p.a_stride_batch;
@@ -31,32 +26,20 @@ __global__ void bmm_smem_tiled_f32_kernel(BmmArgs<float> p, int64_t batch_offset
 
   float acc = 0.0f;
   for (int64_t k0 = 0; k0 < p.k; k0 += kTile) {
-    const int64_t ka = k0 + tx;  // the K index this thread loads for A
-    const int64_t kb = k0 + ty;  // ... and for B
-    As[ty][tx] = (row < p.m && ka < p.k) ? a[row * p.a_stride_m + ka * p.a_stride_k] : 0.0f;
-    Bs[ty][tx] = (kb < p.k && col < p.n) ? b[kb * p.b_stride_k + col * p.b_stride_n] : 0.0f;
+    As[ty][tx] = load_or_zero(a, row, k0 + tx, p.m, p.k, p.a_stride_m, p.a_stride_k);
+    Bs[ty][tx] = load_or_zero(b, k0 + ty, col, p.k, p.n, p.b_stride_k, p.b_stride_n);
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < kTile; ++i) acc = fmaf(As[ty][i], Bs[i][tx], acc);
     __syncthreads();
   }
-
-  if (row < p.m && col < p.n) {
-    if (p.bias != nullptr) acc += p.bias[col];
-    p.c[(batch * p.m + row) * p.n + col] = apply_activation(acc, p.activation);
-  }
+  store_output(p, batch, row, col, acc);
 }
 
 }  // namespace
 
 void launch_bmm_smem_tiled_f32(const BmmArgs<float>& args, cudaStream_t stream) {
-  const dim3 block(kTile, kTile);
-  for (int64_t start = 0; start < args.batch; start += kMaxGridZ) {
-    const int64_t count = std::min(kMaxGridZ, args.batch - start);
-    const dim3 grid(static_cast<unsigned>((args.m + kTile - 1) / kTile),
-                    static_cast<unsigned>((args.n + kTile - 1) / kTile), static_cast<unsigned>(count));
-    bmm_smem_tiled_f32_kernel<<<grid, block, 0, stream>>>(args, start);
-  }
+  launch_tiled(bmm_smem_tiled_f32_kernel, args, kTile, kTile, dim3(kTile, kTile), 0, stream);
 }
 
 }  // namespace accelkernels
