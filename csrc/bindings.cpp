@@ -31,7 +31,7 @@ py::list kernels() {
     d["dtypes"] = k.dtypes;
     d["min_arch"] = k.min_arch;
     d["description"] = k.description;
-    d["tensor_cores"] = k.tensor_cores;
+    d["tensor_cores"] = k.operands != accelkernels::Operands::kStrided;
     out.append(d);
   }
   return out;

@@ -56,13 +56,20 @@ BmmArgs<T> make_args(const at::Tensor& a, const at::Tensor& b, const at::Tensor&
 template <typename T>
 void launch(const BmmKernel& kernel, void (*launcher)(const BmmArgs<T>&, cudaStream_t), const BmmArgs<T>& args,
             cudaStream_t stream) {
-  if (kernel.tensor_cores) {
-    const char* why = mma_sync_unsupported_reason(args);
-    TORCH_CHECK_VALUE(why == nullptr, "accelkernels::cuda_bmm: kernel '", kernel.name, "' cannot read these "
-                      "operands: ", why, " (a strides ", args.a_stride_batch, ",", args.a_stride_m, ",",
-                      args.a_stride_k, "; b strides ", args.b_stride_batch, ",", args.b_stride_k, ",",
-                      args.b_stride_n, ")");
+  const char* why = nullptr;
+  if (kernel.operands == Operands::kChunks16B) why = mma_sync_unsupported_reason(args);
+  if (kernel.operands == Operands::kTmaKMajorSm90) {
+    int device = 0, major = 0, minor = 0;
+    C10_CUDA_CHECK(cudaGetDevice(&device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    TORCH_CHECK(major == 9 && minor == 0, "accelkernels::cuda_bmm: kernel '", kernel.name, "' runs on compute "
+                "capability 9.0 (sm_90a) only, this GPU is ", major, ".", minor);
+    why = wgmma_unsupported_reason(args);
   }
+  TORCH_CHECK_VALUE(why == nullptr, "accelkernels::cuda_bmm: kernel '", kernel.name, "' cannot read these operands: ",
+                    why, " (a strides ", args.a_stride_batch, ",", args.a_stride_m, ",", args.a_stride_k,
+                    "; b strides ", args.b_stride_batch, ",", args.b_stride_k, ",", args.b_stride_n, ")");
   launcher(args, stream);
 }
 

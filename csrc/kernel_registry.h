@@ -10,6 +10,10 @@
 
 namespace accelkernels {
 
+// What a kernel needs of its operands: any strides (SIMT), whole 16-byte chunks (mma.sync,
+// mma_sync_unsupported_reason), or K-contiguous TMA-describable operands on sm_90 (wgmma).
+enum class Operands { kStrided, kChunks16B, kTmaKMajorSm90 };
+
 struct BmmKernel {
   const char* name;
   const char* dtypes;
@@ -19,7 +23,7 @@ struct BmmKernel {
   void (*launch_f32)(const BmmArgs<float>&, cudaStream_t);
   void (*launch_f16)(const BmmArgs<__half>&, cudaStream_t);
   void (*launch_bf16)(const BmmArgs<__nv_bfloat16>&, cudaStream_t);
-  bool tensor_cores;  // reads its operands through 16-byte cp.async chunks: mma_sync_unsupported_reason applies
+  Operands operands;  // which operands it can read (checked before launch)
 };
 
 const std::vector<BmmKernel>& bmm_kernels();

@@ -85,11 +85,13 @@ def test_extension_build_info_and_registry():
     kernels = status.module.kernels()
     names = [k["name"] for k in kernels]
     # the SIMT ladder in order, then the tensor-core kernel
-    assert names == ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync"]
+    assert names == ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync",
+                     "wgmma"]
     by_name = {k["name"]: k for k in kernels}
     assert by_name["mma_sync"]["dtypes"] == "float16,bfloat16" and by_name["mma_sync"]["min_arch"] == "8.0"
     assert by_name["mma_sync"]["tensor_cores"] and not by_name["warptile"]["tensor_cores"]
-    assert all(k["dtypes"] == "float32" for k in kernels if k["name"] != "mma_sync")
+    assert by_name["wgmma"]["min_arch"] == "9.0a" and by_name["wgmma"]["tensor_cores"]
+    assert all(k["dtypes"] == "float32" for k in kernels if k["name"] not in ("mma_sync", "wgmma"))
     # the kernel-level op has a CUDA implementation registered from C++
     assert torch._C._dispatch_has_kernel_for_dispatch_key("accelkernels::cuda_bmm", "CUDA")
 
@@ -115,7 +117,8 @@ def _sass_functions(sass: str) -> dict[str, str]:
 @built
 def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     """Every kernel file has sm_80 and sm_90a code; the SIMT steps are FFMA loops, the mma.sync kernel
-    uses tensor cores (HMMA) and ldmatrix (LDSM) fed by cp.async (LDGSTS); nothing spills (LDL/STL)."""
+    uses tensor cores (HMMA) and ldmatrix (LDSM) fed by cp.async (LDGSTS), the Hopper kernel wgmma
+    (HGMMA) fed by TMA (UTMALDG) on mbarriers (SYNCS); nothing spills (LDL/STL)."""
     tool = _cuobjdump()
     if tool is None:
         pytest.skip("cuobjdump not found (it ships with Triton)")
@@ -123,7 +126,7 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     elfs = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True, check=True).stdout
     arch_list = status.module.build_info()["arch_list"]
     sources = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "csrc" / "kernels").glob("*.cu"))
-    assert len(sources) == 7, sources
+    assert len(sources) == 8, sources
     for sm, arch in (("sm_80", "8.0"), ("sm_90a", "9.0a")):
         if arch in arch_list.split(","):
             for source in sources:
@@ -137,6 +140,11 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     assert len(mma) == 8  # 2 dtypes x 4 operand orientations (each body holds every arch's SASS)
     for body in mma:
         assert "HMMA" in body and "LDSM" in body and "LDGSTS.E.BYPASS.128" in body
+    if "9.0a" in arch_list.split(","):
+        hopper = [body for name, body in functions.items() if "bmm_wgmma_kernel" in name]
+        assert len(hopper) == 2  # fp16, bf16
+        for body in hopper:
+            assert "HGMMA.64x128x16.F32" in body and "UTMALDG.3D" in body and "SYNCS" in body
     spills = [line for line in sass.splitlines() if re.search(r"\b(LDL|STL)\b", line)]
     assert not spills, f"local-memory traffic (register spills) in SASS: {spills[:3]}"
 
@@ -182,8 +190,8 @@ def test_compile_on_first_use_builds_the_same_sources(tmp_path):
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "MAX_JOBS": os.environ.get("MAX_JOBS", "2")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "9.0a ['naive', 'smem_tiled', 'blocktile_1d', 'blocktile_2d', 'vectorized', 'warptile', 'mma_sync']" in (
-        result.stdout)
+    assert ("9.0a ['naive', 'smem_tiled', 'blocktile_1d', 'blocktile_2d', 'vectorized', 'warptile', 'mma_sync', "
+            "'wgmma']") in result.stdout
 
 
 @pytest.mark.parametrize("script", [".ci/run", "bench/gpu_check.sh"])

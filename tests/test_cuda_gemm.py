@@ -15,7 +15,7 @@ from conftest import assert_within_2x_torch_error, requires_cuda
 from references import activate
 
 import accelkernels as ak
-from accelkernels.backends.cuda_backend import GEMM_KERNEL, mma_sync_unsupported_reason
+from accelkernels.backends.cuda_backend import GEMM_KERNEL, mma_sync_unsupported_reason, wgmma_unsupported_reason
 
 SIMT_LADDER = ("naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile")
 
@@ -42,6 +42,18 @@ def test_mma_sync_refuses_what_its_16_byte_chunks_cannot_read():
     assert "16-byte" in mma_sync_unsupported_reason(shifted, b)
 
 
+def test_wgmma_reads_k_contiguous_operands_only():
+    a = torch.randn(2, 40, 64, dtype=torch.bfloat16)
+    weight = torch.randn(24, 64, dtype=torch.bfloat16)  # a linear layer's B = Wᵀ: K-contiguous
+    assert wgmma_unsupported_reason(a[:1], weight.mT.unsqueeze(0)) is None
+    assert wgmma_unsupported_reason(a, torch.randn(2, 24, 64, dtype=torch.bfloat16).mT) is None
+    assert "B must be K-contiguous" in wgmma_unsupported_reason(a, torch.randn(2, 64, 24, dtype=torch.bfloat16))
+    assert "A must be K-contiguous" in wgmma_unsupported_reason(a.new_empty(2, 64, 40).mT, weight.mT[None])
+    assert "broadcast" in wgmma_unsupported_reason(a, weight.mT.unsqueeze(0).expand(2, 64, 24))
+    assert "16-byte aligned" in wgmma_unsupported_reason(torch.randn(1, 40, 33, dtype=torch.bfloat16),
+                                                         torch.randn(1, 24, 33, dtype=torch.bfloat16).mT)
+
+
 def test_each_dtype_has_a_kernel_in_the_registry():
     assert GEMM_KERNEL == {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
     from accelkernels import _extension
@@ -49,7 +61,7 @@ def test_each_dtype_has_a_kernel_in_the_registry():
     status = _extension.status()
     if status.loaded:
         names = {k["name"] for k in status.module.kernels()}
-        assert set(GEMM_KERNEL.values()) <= names and set(SIMT_LADDER) <= names
+        assert set(GEMM_KERNEL.values()) | {"wgmma"} <= names and set(SIMT_LADDER) <= names
 
 
 # --- GPU -------------------------------------------------------------------------------------------
@@ -125,6 +137,25 @@ def test_mma_sync_against_float64(shape, dtype, layouts, activation):
     _check_kernel("mma_sync", a, b, bias, activation)
 
 
+WGMMA_SHAPES = {"ragged_all": (1, 200, 136, 264), "odd_m_k": (1, 37, 72, 40), "batched": (3, 256, 512, 384),
+                "deep_k": (1, 136, 2056, 128)}
+
+
+@pytest.mark.parametrize("activation", [None, "gelu"], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", WGMMA_SHAPES.values(), ids=WGMMA_SHAPES.keys())
+@gpu
+def test_wgmma_against_float64(shape, dtype, activation):
+    _cuda_backend_or_skip()
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the wgmma/TMA kernel runs on compute capability 9.0 only")
+    batch, m, k, n = shape
+    a = _operand(batch, m, k, dtype)  # K-contiguous
+    b = _operand(batch, k, n, dtype, inner_contiguous=False)  # K-contiguous: B read as N x K
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    _check_kernel("wgmma", a, b, bias, activation)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @gpu
 def test_cuda_linear_gradients_run_on_our_kernels(dtype):
@@ -170,5 +201,5 @@ def test_ptxas_report_is_kept_for_every_kernel_without_spills():
     rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| bmm_")]
     assert {r[0].strip() for r in rows} == {p.name for p in kernels.glob("*.cu")}
     assert all(r[5].strip() == "0" and r[6].strip() == "0" for r in rows), "spills in the ptxas report"
-    for step in (*SIMT_LADDER, "mma_sync"):
+    for step in (*SIMT_LADDER, "mma_sync", "wgmma"):
         assert f"bmm_{step}" in report, step

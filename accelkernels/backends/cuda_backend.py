@@ -14,11 +14,44 @@ from .base import Backend
 from ._batched import linear_as_bmm, matmul_as_bmm
 
 # The kernel each dtype runs (csrc/kernel_registry.cpp lists them all; the bench times each as
-# "cuda:<name>"). fp32: the top step of the SIMT ladder; fp16/bf16: the mma.sync tensor-core kernel.
-# Neither choice has been measured on a GPU yet: the ladder's order is the design's, not a timing's.
+# "cuda:<name>"). fp32: the top step of the SIMT ladder; fp16/bf16: the mma.sync tensor-core kernel,
+# or on compute capability 9.0 with an sm_90a build and K-contiguous operands, the wgmma/TMA kernel.
+# None of these choices has been measured on a GPU yet: the order is the design's, not a timing's.
 GEMM_KERNEL = {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
+HOPPER_KERNEL = "wgmma"
 DTYPES = tuple(GEMM_KERNEL)
 TENSOR_CORE_CAPABILITY = (8, 0)  # mma.sync with bf16 and ldmatrix/cp.async: Ampere and newer
+
+
+def wgmma_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """Why the wgmma/TMA kernel cannot read these (batch, M, K) @ (batch, K, N) operands, or None.
+    Mirrors csrc/kernels/bmm_args.h: TMA needs K-contiguous operands (B as N x K) with 16-byte-multiple
+    row and batch strides and no broadcast batch."""
+    size = a3.element_size()
+
+    def stride_ok(s: int) -> bool:
+        return s > 0 and (s * size) % 16 == 0
+
+    if a3.data_ptr() % 16 or b3.data_ptr() % 16:
+        return "operands must start on 16-byte boundaries"
+    if a3.stride(2) != 1 or not stride_ok(a3.stride(1)):
+        return "A must be K-contiguous with rows 16-byte aligned"
+    if b3.stride(1) != 1 or not stride_ok(b3.stride(2)):
+        return "B must be K-contiguous (an N x K matrix) with rows 16-byte aligned"
+    if a3.shape[0] > 1 and not (stride_ok(a3.stride(0)) and stride_ok(b3.stride(0))):
+        return "batches must be 16-byte-aligned and not broadcast (stride 0)"
+    return None
+
+
+def gemm_kernel_for(a3: torch.Tensor, b3: torch.Tensor) -> str:
+    """The registry kernel that runs this (batch, M, K) @ (batch, K, N) problem."""
+    if a3.dtype == torch.float32:
+        return GEMM_KERNEL[a3.dtype]
+    hopper = torch.cuda.get_device_capability(a3.device) == (9, 0)
+    if hopper and "9.0a" in _extension.status().build_info.get("arch_list", "").split(","):
+        if wgmma_unsupported_reason(a3, b3) is None:
+            return HOPPER_KERNEL
+    return GEMM_KERNEL[a3.dtype]
 
 
 def _operand_readable(t: torch.Tensor, inner_dim: int) -> bool:
@@ -118,10 +151,10 @@ class CudaBackend(Backend):
 
     def matmul(self, a, b):
         a3, b3, out_shape = matmul_as_bmm(a, b)
-        out = torch.ops.accelkernels.cuda_bmm(a3, b3, None, "none", GEMM_KERNEL[a.dtype])
+        out = torch.ops.accelkernels.cuda_bmm(a3, b3, None, "none", gemm_kernel_for(a3, b3))
         return out.reshape(out_shape)
 
     def linear(self, input, weight, bias, activation):
         a3, b3, out_shape = linear_as_bmm(input, weight)
-        kernel = GEMM_KERNEL[input.dtype]
+        kernel = gemm_kernel_for(a3, b3)
         return torch.ops.accelkernels.cuda_bmm(a3, b3, bias, activation, kernel).reshape(out_shape)

@@ -104,6 +104,10 @@ def forward_fn(case: Case, provider: str) -> Callable[..., torch.Tensor]:
             return lambda x, w, b: _activate(F.conv2d(x, w, b, *args), act)
         return lambda x, w, b: conv2d(x, w, b, *args, activation=act, backend=provider)
     if case.op == "linear":
+        if provider.startswith("cuda:"):  # one registry kernel, the weight read as Wᵀ (K-contiguous B)
+            kernel = provider.split(":", 1)[1]
+            return lambda x, w, b: torch.ops.accelkernels.cuda_bmm(x.unsqueeze(0), w.mT.unsqueeze(0), b, act or "none",
+                                                                   kernel)[0]
         if provider == "torch":
             return lambda x, w, b: _activate(F.linear(x, w, b), act)
         return lambda x, w, b: linear(x, w, b, activation=act, backend=provider)

@@ -82,8 +82,10 @@ def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings)
         return settings.unavailable[backend]
     if settings.device == "cpu" and flops(case, "fwd") > CPU_MAX_FLOPS:
         return f"{flops(case, 'fwd') / 1e9:.1f} GFLOP is too large for a CPU run (limit {CPU_MAX_FLOPS / 1e9:.0f})"
-    if ":" in provider and case.op != "matmul":
-        return "single kernels are timed on matmul cases"
+    if ":" in provider and case.op != "matmul" and not (provider.startswith("cuda:") and case.op == "linear"):
+        return "single kernels are timed on matmul cases (CUDA kernels on linear cases too)"
+    if provider == "cuda:wgmma" and case.op == "matmul":
+        return "wgmma reads B as an N x K matrix (K-contiguous): it is timed on the linear cases"
     if provider.startswith("triton:") and settings.device == "cpu" and flops(case, "fwd") > INTERPRETER_MAX_FLOPS:
         return "too large for Triton's interpreter (the CPU stand-in for a GPU)"
     if provider == "triton:tma":
@@ -98,6 +100,10 @@ def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings)
             return f"kernel takes {kernel['dtypes']}"
         if kernel.get("tensor_cores") and any(case.dims[d] % 8 for d in ("k", "n")):
             return "the tensor-core kernel reads 16-byte chunks: K and N must be multiples of 8"
+        if kernel["min_arch"].endswith("a") and settings.device == "cuda":  # e.g. wgmma: sm_90a only
+            major, minor = torch.cuda.get_device_capability()
+            if kernel["min_arch"] != f"{major}.{minor}a":
+                return f"kernel runs on compute capability {kernel['min_arch']} only"
     if provider == "triton" and settings.device == "cpu" and flops(case, "fwd") > INTERPRETER_MAX_FLOPS:
         return "too large for Triton's interpreter (the CPU stand-in for a GPU)"
     return None
@@ -130,6 +136,8 @@ def run_case(case: Case, dtype_name: str, layout: str, settings: Settings, env: 
         for provider in settings.providers:
             row = dict(base, provider=provider)
             why = _skip_reason(case, provider, dtype_name, settings)
+            if why is None and ":" in provider and mode != "fwd":
+                why = "single kernels are timed forward (the backward goes through the op)"
             if why is not None:
                 rows.append(dict(row, status="skipped", reason=why))
                 continue

@@ -44,6 +44,24 @@ void launch_bmm_warptile_f32(const BmmArgs<float>& args, cudaStream_t stream);
 void launch_bmm_mma_sync_f16(const BmmArgs<__half>& args, cudaStream_t stream);
 void launch_bmm_mma_sync_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
 
+// Hopper (sm_90a only): wgmma fed by TMA, warp-specialized and persistent. Operands must be
+// K-contiguous (B as the N x K matrix) with 16-byte-multiple row and batch strides (wgmma_unsupported_reason).
+void launch_bmm_wgmma_f16(const BmmArgs<__half>& args, cudaStream_t stream);
+void launch_bmm_wgmma_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
+
+// Why the wgmma/TMA kernel cannot read these operands (nullptr when it can).
+template <typename T>
+const char* wgmma_unsupported_reason(const BmmArgs<T>& p) {
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  auto stride_ok = [](int64_t s) { return s > 0 && (s * 2) % 16 == 0; };
+  if (!aligned(p.a) || !aligned(p.b)) return "operands must start on 16-byte boundaries";
+  if (p.a_stride_k != 1 || !stride_ok(p.a_stride_m)) return "A must be K-contiguous with rows 16-byte aligned";
+  if (p.b_stride_k != 1 || !stride_ok(p.b_stride_n)) return "B must be K-contiguous (an N x K matrix) with rows 16-byte aligned";
+  if (p.batch > 1 && (!stride_ok(p.a_stride_batch) || !stride_ok(p.b_stride_batch)))
+    return "batches must be 16-byte-aligned and not broadcast (stride 0)";
+  return nullptr;
+}
+
 // Why the mma.sync kernel cannot read these operands (nullptr when it can).
 template <typename T>
 const char* mma_sync_unsupported_reason(const BmmArgs<T>& p) {

@@ -31,14 +31,6 @@ constexpr int kSmemBytes = kStages * kStageBytes;  // 96 KB: needs the opt-in dy
 constexpr int64_t kMaxGridZ = 65535;
 static_assert(BM == BN, "A and B tiles share one size");
 
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
 // Byte offset of 16-byte chunk `chunk` of tile row `row`, rows of `row_bytes` (a multiple of 128).
 __device__ __forceinline__ unsigned swizzled(int row, int chunk, int row_bytes) {
   return static_cast<unsigned>(row * row_bytes + ((chunk ^ (row & 7)) << 4));
@@ -166,11 +158,7 @@ __global__ void __launch_bounds__(kThreads) bmm_mma_sync_kernel(BmmArgs<T> p, in
       for (int e = 0; e < 4; ++e) {
         const int64_t row = m0 + wm0 + mt * 16 + (lane >> 2) + (e >> 1) * 8;
         const int64_t col = n0 + wn0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-        if (row < p.m && col < p.n) {
-          float v = acc[mt][nt][e];
-          if (p.bias != nullptr) v += to_float(p.bias[col]);
-          p.c[(batch * p.m + row) * p.n + col] = from_float<T>(apply_activation(v, p.activation));
-        }
+        store_output(p, batch, row, col, acc[mt][nt][e]);
       }
 }
 

@@ -17,15 +17,6 @@ __device__ __forceinline__ float load_or_zero(const float* base, int64_t row, in
   return (row < rows && col < cols) ? base[row * stride_row + col * stride_col] : 0.0f;
 }
 
-// Bias, activation and the single store of one output element (C is contiguous (batch, M, N)).
-__device__ __forceinline__ void store_output(const BmmArgs<float>& p, int64_t batch, int64_t row, int64_t col,
-                                             float acc) {
-  if (row < p.m && col < p.n) {
-    if (p.bias != nullptr) acc += p.bias[col];
-    p.c[(batch * p.m + row) * p.n + col] = apply_activation(acc, p.activation);
-  }
-}
-
 // Launch `kernel` over (M tiles, N tiles, batch), the batch in chunks of gridDim.z's limit; the kernel
 // takes (args, first batch of the chunk). M tiles go on grid x (2^31 - 1), N tiles on y (65535,
 // checked by the host code).
