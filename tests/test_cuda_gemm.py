@@ -203,3 +203,25 @@ def test_ptxas_report_is_kept_for_every_kernel_without_spills():
     assert all(r[5].strip() == "0" and r[6].strip() == "0" for r in rows), "spills in the ptxas report"
     for step in (*SIMT_LADDER, "mma_sync", "wgmma"):
         assert f"bmm_{step}" in report, step
+
+
+@pytest.mark.parametrize(("dtype", "capability", "arch_list", "b_layout", "expected"), [
+    (torch.float32, (9, 0), "8.0,9.0a", "k", "warptile"),
+    (torch.bfloat16, (9, 0), "8.0,9.0a", "k", "wgmma"),  # a linear layer's Wᵀ on Hopper
+    (torch.float16, (9, 0), "8.0,9.0a", "n", "mma_sync"),  # row-major B: TMA-wgmma reads N x K only
+    (torch.bfloat16, (9, 0), "8.0", "k", "mma_sync"),  # no sm_90a code in the build
+    (torch.bfloat16, (8, 0), "8.0,9.0a", "k", "mma_sync"),  # Ampere
+])
+def test_cuda_backend_picks_the_kernel_for_dtype_card_and_layout(dtype, capability, arch_list, b_layout, expected,
+                                                                 monkeypatch):
+    """The dispatch alone, on CPU tensors standing in for CUDA ones (no GPU needed)."""
+    from types import SimpleNamespace
+
+    from accelkernels import _extension
+    from accelkernels.backends import cuda_backend
+
+    monkeypatch.setattr(cuda_backend.torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(_extension, "status", lambda build=False: SimpleNamespace(build_info={"arch_list": arch_list}))
+    a = torch.randn(1, 40, 64, dtype=dtype)
+    b = torch.randn(1, 24, 64, dtype=dtype).mT if b_layout == "k" else torch.randn(1, 64, 24, dtype=dtype)
+    assert cuda_backend.gemm_kernel_for(a, b) == expected
