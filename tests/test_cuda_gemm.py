@@ -160,7 +160,7 @@ def test_wgmma_against_float64(shape, dtype, activation):
 @gpu
 def test_cuda_linear_gradients_run_on_our_kernels(dtype):
     _cuda_backend_or_skip()
-    x = torch.randn(3, 40, 64, device="cuda", dtype=dtype, requires_grad=True)
+    x = torch.randn(3, 41, 64, device="cuda", dtype=dtype, requires_grad=True)  # 123 rows: ragged M
     w = (torch.randn(72, 64, device="cuda", dtype=dtype) / 8).requires_grad_(True)
     b = torch.randn(72, device="cuda", dtype=dtype, requires_grad=True)
     ours = ak.linear(x, w, b, activation="relu", backend="cuda")

@@ -128,7 +128,7 @@ class CudaBackend(Backend):
         dtype = present[0].dtype
         if dtype not in DTYPES:
             return f"dtype {dtype} has no kernel (float32, float16 and bfloat16 have)"
-        if dtype != torch.float32 and op in ("matmul", "linear"):
+        if dtype != torch.float32 and op in ("matmul", "linear") and not details.get("epilogue"):
             capability = torch.cuda.get_device_capability(present[0].device)
             if capability < TENSOR_CORE_CAPABILITY:
                 return f"{dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"

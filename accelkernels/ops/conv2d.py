@@ -134,14 +134,21 @@ def _backward(ctx, grad):
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.has_bias
     grad_input = grad_weight = grad_bias = None
-    # The epilogue's backward works on (N, P, Q, K) views — channels last in logical order, so the bias
-    # gradient is a sum over all but the last dim — and hands dz back as (N, K, P, Q) channels_last.
+    saved = None  # what the activation's gradient reads: relu its output, gelu/silu the pre-activation
     if ctx.activation != "none":
-        # dz = act'(z)·dy and dbias = Σ dz in one pass (one op, so a backend can fuse them).
         if _activation.needs_preactivation(ctx.activation):
             saved = conv2d_op(input, weight, bias, stride, padding, dilation, groups, "none", ctx.backend)
         else:
             saved = output
+    if resolve(OP, ctx.backend, (input, weight, bias)).name == "torch":
+        # The reference keeps torch's own epilogue backward, in the gradient's layout (no NHWC copy).
+        grad = _activation.backward(grad, saved, saved, ctx.activation)
+        if need_bias:
+            grad_bias = grad.sum((0, 2, 3))
+    elif ctx.activation != "none":
+        # Kernel backends: dz = act'(z)·dy and dbias = Σ dz in one pass (one op, so a backend can fuse
+        # them), on (N, P, Q, K) views — channels last in logical order, so the bias gradient is a sum
+        # over all but the last dim; dz comes back as (N, K, P, Q) channels_last.
         dz, grad_bias = activation_backward_op(grad.permute(0, 2, 3, 1), saved.permute(0, 2, 3, 1),
                                                ctx.activation, ctx.backend)
         grad = dz.permute(0, 3, 1, 2)

@@ -8,7 +8,8 @@
   bias and no activation.
 
 Both are served by the backend that serves ``linear`` for these tensors (elementwise work plus a
-column reduction: the GEMM backends' epilogue kernels).
+column reduction: the GEMM backends' epilogue kernels); ``epilogue=True`` tells the backend's input
+check that these are not GEMM operands.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..backends import resolve
 def activation_backward_op(
     grad: torch.Tensor, saved: torch.Tensor, activation: str, backend: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    impl = resolve("linear", backend, (grad, saved))
+    impl = resolve("linear", backend, (grad, saved), epilogue=True)
     dz, dbias = impl.activation_backward(grad, saved, activation)
     return dz.contiguous(), dbias
 
@@ -34,7 +35,7 @@ def _(grad, saved, activation, backend):
 
 @torch.library.custom_op("accelkernels::bias_grad", mutates_args=())
 def bias_grad_op(grad: torch.Tensor, backend: str) -> torch.Tensor:
-    return resolve("linear", backend, (grad,)).bias_grad(grad)
+    return resolve("linear", backend, (grad,), epilogue=True).bias_grad(grad)
 
 
 @bias_grad_op.register_fake
