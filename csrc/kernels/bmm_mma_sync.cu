@@ -13,11 +13,11 @@
 // Ragged M, N and K: chunks outside the matrix are zero-filled by cp.async (src-size 0), outputs are
 // bounds-checked. Requirements (mma_sync_unsupported_reason): each operand's contiguous dimension
 // and its other strides are multiples of 8 elements and the bases are 16-byte aligned.
-#include <algorithm>
 #include <type_traits>
 
 #include "bmm_args.h"
 #include "epilogue.cuh"
+#include "launch_grid.cuh"
 
 namespace accelkernels {
 namespace {
@@ -28,7 +28,6 @@ constexpr int MT = WM / 16, NT = WN / 8;         // mma tiles per warp: 4 x 4
 constexpr int kTileBytes = BM * BK * 2;          // 16 KB per operand tile (BM == BN)
 constexpr int kStageBytes = 2 * kTileBytes;      // A tile then B tile
 constexpr int kSmemBytes = kStages * kStageBytes;  // 96 KB: needs the opt-in dynamic shared memory
-constexpr int64_t kMaxGridZ = 65535;
 static_assert(BM == BN, "A and B tiles share one size");
 
 // Byte offset of 16-byte chunk `chunk` of tile row `row`, rows of `row_bytes` (a multiple of 128).
@@ -167,12 +166,7 @@ void launch_variant(const BmmArgs<T>& args, cudaStream_t stream) {
   auto kernel = bmm_mma_sync_kernel<T, kAKContig, kBKContig>;
   // Above 48 KB of dynamic shared memory a kernel must opt in (once per kernel; cheap to repeat).
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  for (int64_t start = 0; start < args.batch; start += kMaxGridZ) {
-    const int64_t count = std::min(kMaxGridZ, args.batch - start);
-    const dim3 grid(static_cast<unsigned>((args.m + BM - 1) / BM), static_cast<unsigned>((args.n + BN - 1) / BN),
-                    static_cast<unsigned>(count));
-    kernel<<<grid, kThreads, kSmemBytes, stream>>>(args, start);
-  }
+  launch_tiled(kernel, args, BM, BN, dim3(kThreads), kSmemBytes, stream);
 }
 
 template <typename T>
