@@ -30,8 +30,9 @@ run tests_rest python -m pytest -q -rs -m "not gpu"  # the rest (Triton kernels 
 if command -v compute-sanitizer > /dev/null || [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
   SAN="$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")"
   SMALL="(cuda_matmul and (ragged or 1x1x1)) or (ladder_step and ragged and rowmajor) or (mma_sync_against and odd_m and gelu)"
+  SMALL="$SMALL or ((forward_kernel_against or gradient_kernels) and s2_dil2 and nhwc and not float16) or (depthwise_kernel and nhwc and bfloat16)"
   run memcheck "$SAN" --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -k "$SMALL"
-  run racecheck "$SAN" --tool racecheck --error-exitcode 1 python -m pytest -q -m gpu -k "(warptile or mma_sync_against) and (ragged or odd_m) and not silu and not relu"
+  run racecheck "$SAN" --tool racecheck --error-exitcode 1 python -m pytest -q -m gpu -k "((warptile or mma_sync_against) and (ragged or odd_m) and not silu and not relu) or ((forward_kernel_against or gradient_kernels) and implicit_gemm and bfloat16 and s2_dil2 and nhwc)"
 else
   summary+=("memcheck/racecheck     skip  compute-sanitizer not found")
 fi

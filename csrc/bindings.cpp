@@ -34,6 +34,16 @@ py::list kernels() {
     d["tensor_cores"] = k.operands != accelkernels::Operands::kStrided;
     out.append(d);
   }
+  for (const auto& k : accelkernels::conv_kernels()) {
+    py::dict d;
+    d["name"] = k.name;
+    d["op"] = accelkernels::conv_op_name(k.pass);
+    d["dtypes"] = k.dtypes;
+    d["min_arch"] = k.min_arch;
+    d["description"] = k.description;
+    d["tensor_cores"] = k.tensor_cores;
+    out.append(d);
+  }
   return out;
 }
 
@@ -53,5 +63,6 @@ py::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "accelkernels CUDA extension: build info and the kernel registry";
   m.def("build_info", &build_info, "How this extension was built (torch, CUDA, arch list, kernels)");
-  m.def("kernels", &kernels, "Every kernel in the registry, with its op, dtypes and minimum arch");
+  m.def("kernels", &kernels,
+        "Every kernel in the registry (GEMM, then conv2d passes), with its op, dtypes and minimum arch");
 }

@@ -34,4 +34,55 @@ const BmmKernel* find_bmm_kernel(std::string_view name) {
   return nullptr;
 }
 
+const std::vector<ConvKernel>& conv_kernels() {
+  using P = ConvPass;
+  static const std::vector<ConvKernel> kernels = {
+      {"direct", P::kForward, "float32,float16,bfloat16", "5.0",
+       "SIMT: 8x16 pixels x 8 channels per block, input patch and filters staged in shared memory",
+       &launch_conv2d_direct<float>, &launch_conv2d_direct<__half>, &launch_conv2d_direct<__nv_bfloat16>, false},
+      {"depthwise", P::kForward, "float32,float16,bfloat16", "5.0",
+       "depthwise (groups = C): one thread per output, channels fastest on channels_last",
+       &launch_conv2d_depthwise<float>, &launch_conv2d_depthwise<__half>, &launch_conv2d_depthwise<__nv_bfloat16>,
+       false},
+      {"implicit_gemm", P::kForward, "float16,bfloat16", "8.0",
+       "tensor cores: implicit GEMM, im2col gathered by cp.async into the mma.sync GEMM's tiles (NHWC)",
+       nullptr, &launch_conv2d_implicit_gemm<__half>, &launch_conv2d_implicit_gemm<__nv_bfloat16>, true},
+      {"direct", P::kInputGrad, "float32,float16,bfloat16", "5.0",
+       "SIMT: one thread per input element, summing the taps that reach it",
+       &launch_conv2d_direct_input_grad<float>, &launch_conv2d_direct_input_grad<__half>,
+       &launch_conv2d_direct_input_grad<__nv_bfloat16>, false},
+      {"implicit_gemm", P::kInputGrad, "float16,bfloat16", "8.0",
+       "tensor cores: the transposed implicit GEMM (dy gathered where the stride grid allows)",
+       nullptr, &launch_conv2d_implicit_gemm_input_grad<__half>,
+       &launch_conv2d_implicit_gemm_input_grad<__nv_bfloat16>, true},
+      {"direct", P::kWeightGrad, "float32,float16,bfloat16", "5.0",
+       "SIMT: one block per weight element reducing over N*P*Q (deterministic)",
+       &launch_conv2d_direct_weight_grad<float>, &launch_conv2d_direct_weight_grad<__half>,
+       &launch_conv2d_direct_weight_grad<__nv_bfloat16>, false},
+      {"implicit_gemm", P::kWeightGrad, "float16,bfloat16", "8.0",
+       "tensor cores: dy^T x im2col(x) per tap, split-K over N*P*Q, fixed-order sum of the slices",
+       nullptr, &launch_conv2d_implicit_gemm_weight_grad<__half>,
+       &launch_conv2d_implicit_gemm_weight_grad<__nv_bfloat16>, true},
+  };
+  return kernels;
+}
+
+const ConvKernel* find_conv_kernel(ConvPass pass, std::string_view name) {
+  for (const auto& k : conv_kernels()) {
+    if (k.pass == pass && name == k.name) return &k;
+  }
+  return nullptr;
+}
+
+const char* conv_op_name(ConvPass pass) {
+  switch (pass) {
+    case ConvPass::kForward:
+      return "cuda_conv2d";
+    case ConvPass::kInputGrad:
+      return "cuda_conv2d_input_grad";
+    default:
+      return "cuda_conv2d_weight_grad";
+  }
+}
+
 }  // namespace accelkernels

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/bmm_args.h"
+#include "kernels/conv_args.h"
 
 namespace accelkernels {
 
@@ -28,6 +29,24 @@ struct BmmKernel {
 
 const std::vector<BmmKernel>& bmm_kernels();
 const BmmKernel* find_bmm_kernel(std::string_view name);  // nullptr when absent
+
+// A convolution kernel serves one pass (forward, input_grad, weight_grad); names repeat across
+// passes ("direct", "implicit_gemm"), each pass being its own op.
+struct ConvKernel {
+  const char* name;
+  ConvPass pass;
+  const char* dtypes;
+  const char* min_arch;
+  const char* description;
+  void (*launch_f32)(const ConvArgs<float>&, cudaStream_t);
+  void (*launch_f16)(const ConvArgs<__half>&, cudaStream_t);
+  void (*launch_bf16)(const ConvArgs<__nv_bfloat16>&, cudaStream_t);
+  bool tensor_cores;  // reads channels_last operands in 16-byte chunks (conv_implicit_gemm_unsupported_reason)
+};
+
+const std::vector<ConvKernel>& conv_kernels();
+const ConvKernel* find_conv_kernel(ConvPass pass, std::string_view name);  // nullptr when absent
+const char* conv_op_name(ConvPass pass);  // the op a pass is served by: "cuda_conv2d", ...
 
 // Largest grid extent along y (the N tiles): CUDA's gridDim.y limit.
 constexpr long long kMaxGridY = 65535;

@@ -84,16 +84,24 @@ def test_extension_build_info_and_registry():
     assert info["cuda_version"] == torch.version.cuda
     kernels = status.module.kernels()
     names = [k["name"] for k in kernels]
-    # the SIMT ladder in order, then the tensor-core kernel
-    assert names == ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync",
-                     "wgmma"]
+    # the SIMT ladder in order, then the tensor-core kernels; then the conv2d kernels per pass
+    gemm = [k["name"] for k in kernels if k["op"] == "cuda_bmm"]
+    assert gemm == ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync",
+                    "wgmma"]
+    conv = {(k["op"], k["name"]) for k in kernels if k["op"] != "cuda_bmm"}
+    assert conv == {("cuda_conv2d", "direct"), ("cuda_conv2d", "depthwise"), ("cuda_conv2d", "implicit_gemm"),
+                    ("cuda_conv2d_input_grad", "direct"), ("cuda_conv2d_input_grad", "implicit_gemm"),
+                    ("cuda_conv2d_weight_grad", "direct"), ("cuda_conv2d_weight_grad", "implicit_gemm")}
+    assert all(k["tensor_cores"] == (k["name"] == "implicit_gemm") for k in kernels if k["op"] != "cuda_bmm")
+    kernels = [k for k in kernels if k["op"] == "cuda_bmm"]
     by_name = {k["name"]: k for k in kernels}
     assert by_name["mma_sync"]["dtypes"] == "float16,bfloat16" and by_name["mma_sync"]["min_arch"] == "8.0"
     assert by_name["mma_sync"]["tensor_cores"] and not by_name["warptile"]["tensor_cores"]
     assert by_name["wgmma"]["min_arch"] == "9.0a" and by_name["wgmma"]["tensor_cores"]
     assert all(k["dtypes"] == "float32" for k in kernels if k["name"] not in ("mma_sync", "wgmma"))
     # the kernel-level op has a CUDA implementation registered from C++
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("accelkernels::cuda_bmm", "CUDA")
+    for op in ("cuda_bmm", "cuda_conv2d", "cuda_conv2d_input_grad", "cuda_conv2d_weight_grad"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"accelkernels::{op}", "CUDA"), op
 
 
 def _cuobjdump() -> str | None:
@@ -117,8 +125,9 @@ def _sass_functions(sass: str) -> dict[str, str]:
 @built
 def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     """Every kernel file has sm_80 and sm_90a code; the SIMT steps are FFMA loops, the mma.sync kernel
-    uses tensor cores (HMMA) and ldmatrix (LDSM) fed by cp.async (LDGSTS), the Hopper kernel wgmma
-    (HGMMA) fed by TMA (UTMALDG) on mbarriers (SYNCS); nothing spills (LDL/STL)."""
+    and the implicit-GEMM convolutions use tensor cores (HMMA) and ldmatrix (LDSM) fed by cp.async
+    (LDGSTS), the Hopper kernel wgmma (HGMMA) fed by TMA (UTMALDG) on mbarriers (SYNCS); nothing
+    spills (LDL/STL)."""
     tool = _cuobjdump()
     if tool is None:
         pytest.skip("cuobjdump not found (it ships with Triton)")
@@ -126,7 +135,7 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     elfs = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True, check=True).stdout
     arch_list = status.module.build_info()["arch_list"]
     sources = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "csrc" / "kernels").glob("*.cu"))
-    assert len(sources) == 8, sources
+    assert len(sources) == 11, sources
     for sm, arch in (("sm_80", "8.0"), ("sm_90a", "9.0a")):
         if arch in arch_list.split(","):
             for source in sources:
@@ -140,6 +149,16 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     assert len(mma) == 8  # 2 dtypes x 4 operand orientations (each body holds every arch's SASS)
     for body in mma:
         assert "HMMA" in body and "LDSM" in body and "LDGSTS.E.BYPASS.128" in body
+    # implicit-GEMM conv: forward and input_grad x 2 dtypes, weight_grad x 2 dtypes
+    conv_mma = [body for name, body in functions.items()
+                if re.search(r"conv2d_implicit_gemm(_weight_grad)?_kernelI", name)]
+    assert len(conv_mma) == 6, [name for name in functions if "conv2d_implicit_gemm" in name]
+    for body in conv_mma:
+        assert "HMMA" in body and "LDSM" in body and "LDGSTS.E.BYPASS.128" in body
+    for family in ("conv2d_direct_kernel", "conv2d_direct_input_grad_kernel", "conv2d_direct_weight_grad_kernel",
+                   "conv2d_depthwise_kernel"):
+        bodies = [body for name, body in functions.items() if family in name]
+        assert bodies and all("FFMA" in body or "FMUL" in body for body in bodies), family
     if "9.0a" in arch_list.split(","):
         hopper = [body for name, body in functions.items() if "bmm_wgmma_kernel" in name]
         assert len(hopper) == 2  # fp16, bf16

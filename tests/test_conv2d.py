@@ -109,7 +109,10 @@ def test_empty_batch_gives_empty_output(dispatch_path):
     assert y.shape == (0, 4, 8, 8)
 
 
-def test_cuda_backend_refuses_conv2d_until_its_kernels_exist():
+def test_cuda_backend_serves_conv2d_on_cuda_tensors_only():
+    from accelkernels.backends.cuda_backend import CudaBackend
+
+    assert CudaBackend().op_unsupported_reason("conv2d") is None
     x, w, b, args = make_inputs(CASES["3x3"], torch.float32, "contiguous")
     with pytest.raises(ak.BackendUnavailableError, match="cuda"):
-        ak.conv2d(x, w, b, **args, backend="cuda")
+        ak.conv2d(x, w, b, **args, backend="cuda")  # CPU tensors (and, here, no GPU)

@@ -198,11 +198,14 @@ def test_ptxas_report_is_kept_for_every_kernel_without_spills():
 
     kernels = Path(__file__).resolve().parent.parent / "csrc" / "kernels"
     report = (kernels / "PTXAS.md").read_text()
-    rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| bmm_")]
+    rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith(("| bmm_", "| conv2d_"))]
     assert {r[0].strip() for r in rows} == {p.name for p in kernels.glob("*.cu")}
     assert all(r[5].strip() == "0" and r[6].strip() == "0" for r in rows), "spills in the ptxas report"
     for step in (*SIMT_LADDER, "mma_sync", "wgmma"):
         assert f"bmm_{step}" in report, step
+    for family in ("conv2d_direct_kernel", "conv2d_depthwise_kernel", "conv2d_implicit_gemm_kernel",
+                   "conv2d_implicit_gemm_weight_grad_kernel"):
+        assert family in report, family
 
 
 @pytest.mark.parametrize(("dtype", "capability", "arch_list", "b_layout", "expected"), [

@@ -161,10 +161,12 @@ RESNET50_LAYERS = {
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layer", RESNET50_LAYERS.keys())
-def test_triton_conv2d_resnet50_layers_against_cudnn(layer, dtype, layout):
-    """Forward (+bias+ReLU) and every gradient within 2x cuDNN's error against float64."""
-    if not ak.is_available("triton"):
-        pytest.skip("triton unavailable")
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_conv2d_resnet50_layers_against_cudnn(backend, layer, dtype, layout):
+    """Forward (+bias+ReLU) and every gradient within 2x cuDNN's error against float64, for each
+    kernel backend (the CUDA one: implicit GEMM, the stem on the direct kernel, 1x1 on the GEMM)."""
+    if not ak.is_available(backend):
+        pytest.skip(f"{backend} unavailable: {ak.available_backends()[backend]['reason']}")
     c, hw, k, r, stride, padding = RESNET50_LAYERS[layer]
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     x = torch.randn(2, c, hw, hw, device="cuda", dtype=dtype).contiguous(memory_format=fmt).requires_grad_(True)
@@ -174,7 +176,7 @@ def test_triton_conv2d_resnet50_layers_against_cudnn(layer, dtype, layout):
     leaves = (x, w, b)
     leaves64 = [t.detach().double().requires_grad_(True) for t in leaves]
     _poison_allocator(64 * 1024 * 1024)
-    ours = ak.conv2d(x, w, b, stride, padding, activation="relu", backend="triton")
+    ours = ak.conv2d(x, w, b, stride, padding, activation="relu", backend=backend)
     theirs = F.relu(F.conv2d(x, w, b, stride, padding))
     ref = F.relu(F.conv2d(*leaves64, stride, padding))
     assert_within_2x_torch_error(ours, theirs, ref.detach())

@@ -26,6 +26,7 @@ import math
 import torch
 import triton
 
+from ..backends._batched import is_depthwise, is_pointwise as _is_pointwise, pixel_rows as _pixel_rows
 from . import interpreting
 from .conv2d_depthwise import depthwise_dgrad_kernel, depthwise_fwd_kernel, depthwise_wgrad_kernel
 from .conv2d_implicit_gemm import conv2d_dgrad_kernel, conv2d_fwd_kernel, conv2d_wgrad_kernel
@@ -82,26 +83,6 @@ conv2d_wgrad = triton.autotune(configs=CONFIGS, key=_KEY + ["sxc", "PIXELS_PER_S
 
 
 # --- which kernel --------------------------------------------------------------------------------
-
-
-def is_depthwise(channels: int, groups: int) -> bool:
-    return groups == channels and groups > 1
-
-
-def _is_pointwise(weight_shape, stride, padding, groups) -> bool:
-    return tuple(weight_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
-
-
-def _pixel_rows(*tensors: torch.Tensor):
-    """(N, C, H, W) tensors -> (B, pixels, C) views for a GEMM (B = 1, or N when the batch cannot be
-    folded into the rows), or None when some tensor's pixels are not one strided run."""
-    n, _, h, w = tensors[0].shape
-    for batch, rows in ((1, n * h * w), (n, h * w)):
-        try:
-            return [t.permute(0, 2, 3, 1).view(batch, rows, t.shape[1]) for t in tensors]
-        except RuntimeError:
-            continue
-    return None
 
 
 def forward_kernel(input_shape, weight_shape, stride, padding, groups, input=None, output=None) -> str:

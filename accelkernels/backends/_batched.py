@@ -1,4 +1,4 @@
-"""Map torch.matmul / F.linear shape rules onto one batched GEMM: (B, M, K) @ (B, K, N) -> (B, M, N).
+"""Map torch.matmul / F.linear (and 1x1 convolutions) onto one batched GEMM: (B, M, K) @ (B, K, N) -> (B, M, N).
 
 The GEMM kernels of both compiled backends take exactly that problem with arbitrary strides, so
 transposed operands (``weight.mT``) and broadcast batches (stride 0) are read in place. The only
@@ -48,3 +48,27 @@ def linear_as_bmm(input: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tens
     x = input.unsqueeze(0) if input.dim() == 1 else input
     a3, b3 = _one_matrix_times_batch(x, weight.mT)
     return a3, b3, [*input.shape[:-1], weight.shape[0]]
+
+
+# --- convolutions that are GEMMs ---------------------------------------------------------------
+
+
+def is_depthwise(channels: int, groups: int) -> bool:
+    return groups == channels and groups > 1
+
+
+def is_pointwise(weight_shape, stride, padding, groups) -> bool:
+    """A 1x1 convolution with stride 1, no padding and one group: a GEMM over the pixels."""
+    return tuple(weight_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
+
+
+def pixel_rows(*tensors: torch.Tensor):
+    """(N, C, H, W) tensors -> (B, pixels, C) views for a GEMM (B = 1, or N when the batch cannot be
+    folded into the rows), or None when some tensor's pixels are not one strided run."""
+    n, _, h, w = tensors[0].shape
+    for batch, rows in ((1, n * h * w), (n, h * w)):
+        try:
+            return [t.permute(0, 2, 3, 1).view(batch, rows, t.shape[1]) for t in tensors]
+        except RuntimeError:
+            continue
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import _extension
+from . import cuda_conv
 from .base import Backend
 from ._batched import linear_as_bmm, matmul_as_bmm
 
@@ -97,7 +98,7 @@ def arch_runs_on(arch_list: str, capability: tuple[int, int]) -> bool:
 class CudaBackend(Backend):
     name = "cuda"
     op_reasons = {
-        "conv2d": "no CUDA C++ conv2d kernel yet (the CUDA conv2d issue adds it)",
+        "conv2d": None,
         "matmul": None,
         "linear": None,
     }
@@ -148,6 +149,26 @@ class CudaBackend(Backend):
                 f"TORCH_CUDA_ARCH_LIST={capability[0]}.{capability[1]} pip install --no-build-isolation -e ."
             )
         return None
+
+    # conv2d: direct, depthwise and implicit-GEMM kernels, 1x1 on the GEMM kernels (cuda_conv.py).
+    def conv2d(self, input, weight, bias, stride, padding, dilation, groups, activation):
+        from ..ops._layout import conv_output_format
+
+        channels_last = conv_output_format(input, weight) == torch.channels_last
+        return cuda_conv.forward(input, weight, bias, stride, padding, dilation, groups, activation, channels_last)
+
+    def conv2d_input_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
+        from ..ops._layout import suggest_memory_format
+
+        channels_last = suggest_memory_format(input) == torch.channels_last
+        return cuda_conv.input_grad(grad_output, input.shape, weight, stride, padding, dilation, groups, channels_last)
+
+    def conv2d_weight_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
+        from ..ops._layout import suggest_memory_format
+
+        channels_last = suggest_memory_format(weight) == torch.channels_last
+        return cuda_conv.weight_grad(grad_output, input, weight.shape, stride, padding, dilation, groups,
+                                     channels_last)
 
     def matmul(self, a, b):
         a3, b3, out_shape = matmul_as_bmm(a, b)

@@ -70,7 +70,7 @@ def ladder_providers() -> list[str]:
     """Each named GEMM kernel, as "cuda:<kernel>" (the CUDA ladder's steps) and "triton:<kernel>"
     (tiled, persistent), timed on matmul cases so a GPU run shows which one to prefer."""
     status = _extension.status()
-    cuda = [f"cuda:{k['name']}" for k in status.module.kernels()] if status.loaded else []
+    cuda = [f"cuda:{k['name']}" for k in status.module.kernels() if k["op"] == "cuda_bmm"] if status.loaded else []
     from ..triton_kernels import KERNEL_NAMES
 
     return cuda + [f"triton:{name}" for name in KERNEL_NAMES]
@@ -93,7 +93,8 @@ def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings)
         if any(b % 16 for b in row_bytes):
             return "TMA needs rows that are multiples of 16 bytes (K and N here are not)"
     if provider.startswith("cuda:"):
-        kernel = next((k for k in _extension.status().module.kernels() if f"cuda:{k['name']}" == provider), None)
+        kernel = next((k for k in _extension.status().module.kernels()
+                       if k["op"] == "cuda_bmm" and f"cuda:{k['name']}" == provider), None)
         if kernel is None:
             return "no such kernel in the registry"
         if DTYPES[dtype_name] not in [getattr(torch, d, None) for d in kernel["dtypes"].split(",")]:
