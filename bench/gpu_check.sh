@@ -38,6 +38,11 @@ else
 fi
 run bench accelkernels bench --quick --ceilings --no-progress --out "$OUT/bench"
 run overhead python bench/bench_dispatch_overhead.py --device cuda --out "$OUT/overhead"
+# The seed article's CNN: alpha/beta with our CUDA kernels, fp32 and bf16, batch 128 and 512, eager and compiled.
+for bs in 128 512; do
+  run "cifar_b$bs" python examples/cifar_cnn.py --backend cuda --steps 100 --batch-size "$bs" --no-progress --json "$OUT/cifar/b$bs.json"
+done
+run cifar_b128_compiled python examples/cifar_cnn.py --backend cuda --steps 100 --batch-size 128 --compile --no-progress --json "$OUT/cifar/b128_compiled.json"
 
 echo
 echo "== $(head -n 2 "$OUT/gpu.csv" | tail -n 1) | commit $(cat "$OUT/commit.txt" 2>/dev/null)"

@@ -110,6 +110,12 @@ def test_autocast_runs_in_the_autocast_dtype_like_torch():
         ours_lin = ak.linear(x, lin_w)
         ours_mm = ak.matmul(x, lin_w.mT)
         mixed = ak.linear(ours_lin, torch.randn(3, 5))  # bf16 activations meet fp32 weights
+        # ... and for conv2d too (a converted CNN's second layer); the cast comes before the dtype check
+        w2, b2 = torch.randn(4, ours.shape[1], 1, 1), torch.randn(4)
+        mixed_conv = ak.conv2d(ours, w2, b2)
+        mixed_theirs = F.conv2d(theirs, w2, b2)
+    assert mixed_conv.dtype == mixed_theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed_conv, mixed_theirs, rtol=0, atol=0)
     assert ours.dtype == theirs.dtype == torch.bfloat16
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     assert ours_lin.dtype == ours_mm.dtype == mixed.dtype == torch.bfloat16

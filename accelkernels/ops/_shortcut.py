@@ -5,7 +5,9 @@ project's 2-core CPU machine (torch 2.14.1, a 1x1x4x4 conv2d: 118 us through the
 F.conv2d, measured 2026-11-27). When a call resolves to the reference backend anyway, the public
 functions therefore call torch's op directly in eager mode: same numbers, same autograd (torch's
 own), none of that cost. Under torch.compile (and export) every call is the accelkernels op, so
-graphs always show it; kernel backends always go through the op, and so do their backwards.
+graphs always show it; kernel backends always go through the op, and so do their backwards. While
+torch.profiler records, calls go through the op too, so a trace names our ops (accelkernels::conv2d)
+whichever backend serves them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,6 @@ ENABLED = True
 
 def reference_directly(op: str, backend: str, tensors) -> bool:
     """True when this eager call should skip the op and call torch itself."""
-    if not ENABLED or torch.compiler.is_compiling():
+    if not ENABLED or torch.compiler.is_compiling() or torch._C._autograd._profiler_enabled():
         return False
     return resolve(op, backend, tensors).name == "torch"

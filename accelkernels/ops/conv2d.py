@@ -175,7 +175,9 @@ def _pair(fn: str, name: str, value: object) -> tuple[int, int]:
     fail(fn, f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def _check_conv2d(input, weight, bias, stride, dilation, groups) -> None:
+def _check_conv2d(input, weight, bias, stride, dilation, groups):
+    """Validate the arguments; returns (input, weight, bias) after torch.autocast's cast (before the
+    dtype check, as F.conv2d: under autocast an fp32 weight meets a bf16 activation)."""
     check_tensor(OP, "input", input)
     check_tensor(OP, "weight", weight)
     check_tensor(OP, "bias", bias, optional=True)
@@ -183,6 +185,7 @@ def _check_conv2d(input, weight, bias, stride, dilation, groups) -> None:
         fail(OP, f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {list(input.shape)}")
     if weight.dim() != 4:
         fail(OP, f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), got shape {list(weight.shape)}")
+    input, weight, bias = autocast(input, weight, bias)
     check_same(OP, "input", input, "weight", weight)
     check_same(OP, "input", input, "bias", bias)
     if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
@@ -204,6 +207,7 @@ def _check_conv2d(input, weight, bias, stride, dilation, groups) -> None:
         )
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
         fail(OP, f"bias must be 1-D with {out_channels} elements (weight.shape[0]), got shape {list(bias.shape)}")
+    return input, weight, bias
 
 
 def _resolve_padding(padding, weight, stride, dilation) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -257,9 +261,8 @@ def conv2d(
     check_name(backend)
     stride = _pair(OP, "stride", stride)
     dilation = _pair(OP, "dilation", dilation)
-    _check_conv2d(input, weight, bias, stride, dilation, groups)
+    input, weight, bias = _check_conv2d(input, weight, bias, stride, dilation, groups)
     pad, extra = _resolve_padding(padding, weight, stride, dilation)
-    input, weight, bias = autocast(input, weight, bias)
 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
