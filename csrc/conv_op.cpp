@@ -70,9 +70,10 @@ void fill_geometry(const char* op, Geometry& g, at::IntArrayRef x, at::IntArrayR
   if (!y.empty())
     TORCH_CHECK_VALUE(y[0] == g.n && y[1] == g.k && y[2] == g.p && y[3] == g.q, "accelkernels::", op,
                       ": grad_output must have shape [", g.n, ", ", g.k, ", ", g.p, ", ", g.q, "], got ", y);
-  TORCH_CHECK_VALUE(groups * g.r * g.s <= kMaxGrid && (g.k / groups + 7) / 8 * groups <= kMaxGrid,
-                    "accelkernels::", op, ": groups x filter taps (", groups * g.r * g.s, ") or output channel "
-                    "blocks exceed the grid limit of ", kMaxGrid);
+  TORCH_CHECK_VALUE(groups * g.r * g.s <= kMaxGrid && groups * g.stride_h * g.stride_w <= kMaxGrid &&
+                        (g.k / groups + 7) / 8 * groups <= kMaxGrid,
+                    "accelkernels::", op, ": groups x filter taps (", groups * g.r * g.s, "), groups x stride phases (",
+                    groups * g.stride_h * g.stride_w, ") or output channel blocks exceed the grid limit of ", kMaxGrid);
 }
 
 template <typename T, typename TorchT>

@@ -4,8 +4,9 @@ csrc/kernels/conv_gather.cuh holds the functions those kernels use to aim each 1
 the input pixel a (row, tap) pair reads — pixel decomposition, (tap, channel) order of the
 reduction, padding, the stride grid of the input gradient, the weight gradient's per-tap gather.
 tests/cuda_gather_check.cpp calls the same functions on the host to build the implicit matrices
-the kernels load tile by tile; here they are multiplied out, with the weight matrices laid out as
-the kernels read them, and compared with torch's convolutions in float64. What this cannot prove
+the kernels load tile by tile (for the input gradient, phase by phase: each stride phase reduces
+over only the taps that reach it); here they are multiplied out, with the weight matrices laid out
+as the kernels read them, and compared with torch's convolutions in float64. What this cannot prove
 (the tiles, the shared-memory ring, the tensor-core fragments) is left to the GPU tests.
 """
 
@@ -48,7 +49,13 @@ def random_geometries(count: int, seed: int):
                            id=f"{i}-g{groups}-s{stride[0]}{stride[1]}-d{dilation[0]}{dilation[1]}")
 
 
-GEOMETRIES = list(random_geometries(40, seed=11))
+GEOMETRIES = [
+    *random_geometries(40, seed=11),
+    # stride 2, dilation 2, pad 1: the even input rows and columns are reached by no tap at all (an
+    # input_grad phase with an empty reduction, whose rows must still be written, as zeros)
+    pytest.param((1, 2, 9, 9), (2, 2, 3, 3), (2, 2), (1, 1), (2, 2), 1, id="phase-without-taps"),
+    pytest.param((2, 4, 11, 10), (6, 2, 3, 2), (3, 2), (2, 1), (2, 1), 2, id="stride3-dil2-groups2"),
+]
 
 
 def _tensors(x_shape, w_shape, stride, padding, dilation, groups):

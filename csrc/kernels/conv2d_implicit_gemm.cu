@@ -10,19 +10,20 @@
 //             layer's Wᵀ. Bias and activation fused into the single store.
 // input_grad  the transposed problem: rows = input pixels (n, h, w), columns = input channels,
 //             reduction = (tap, output channel); dy[n, (h + pad - r·dil) / stride, ...] where the
-//             division is exact, zero elsewhere. For stride > 1 most taps of a row miss (3 of 4 at
-//             stride 2), which costs their share of tensor-core work (stride-phase splitting, as the
-//             Triton kernel does, is the next step). B is the host-regrouped weight (C, R, S, K/groups).
+//             division is exact. With stride > 1 the input pixels are split into stride phases
+//             (grid z): the pixels of one phase are reached by the same taps, every step-th one, so
+//             each block reduces over those taps only (conv_gather.cuh: gemm_phase). B is the
+//             host-regrouped weight (C, R, S, K/groups), read at the phase's taps.
 // weight_grad per (group, tap): rows = output channels, columns = input channels, reduction = the
 //             N·P·Q pixels, cut into slices (split-K, blockIdx.z) so that small filters still fill
 //             the GPU; A = dyᵀ (read from the contiguous channels_last dy with ldmatrix.trans),
 //             B = the x pixels each output pixel's tap reads (gathered, ldmatrix.trans). Slices write
 //             fp32 partial sums that a second kernel adds in a fixed order (deterministic).
 //
-// Each thread copies 4 chunks of each operand tile per stage. For the gathered A tiles of the
-// forward and input_grad, a thread's 4 rows (pixels) and its chunk column are the same for every
-// stage, so their (n, h, w) decomposition is done once before the main loop; per stage a thread
-// only splits its reduction index into (tap, channel).
+// Each thread copies 4 chunks of each operand tile per stage. For the forward and input_grad, a
+// thread's 4 rows (pixels of A, weight rows of B) and its chunk column are the same for every stage,
+// so the pixels' (n, h, w) decomposition is done once before the main loop; per stage a thread only
+// splits its reduction index into (tap, channel), once for both operands.
 #include <algorithm>
 
 #include "conv_gather.cuh"
@@ -42,39 +43,44 @@ __global__ void __launch_bounds__(kThreads) conv2d_implicit_gemm_kernel(ConvArgs
   const int wm0 = warp_row0(warp), wn0 = warp_col0(warp);
 
   // The gathered tensor ("source") and the result, in forward terms or transposed.
-  const int64_t res_h = kInputGrad ? p.h : p.p, res_w = kInputGrad ? p.w : p.q;
   const int64_t reduce_channels = (kInputGrad ? p.k : p.c) / p.groups;
   const int64_t cols = (kInputGrad ? p.c : p.k) / p.groups;
   const int64_t(&ss)[4] = kInputGrad ? p.y_stride : p.x_stride;
   const int64_t(&rs)[4] = kInputGrad ? p.x_stride : p.y_stride;
-  const int64_t g = blockIdx.z;
+  const int64_t phases = gemm_phases<kInputGrad>(p);
+  const int64_t g = blockIdx.z / phases;
+  const GemmPhase phase = gemm_phase<kInputGrad>(p, blockIdx.z % phases);
   const T* src = (kInputGrad ? p.y : p.x) + g * reduce_channels;  // channel stride is 1
   T* res = kInputGrad ? p.x : p.y;
   const T* wmat = p.weight + g * cols * p.w_stride[0];  // (cols, R·S·reduce_channels), row-major
-  const int64_t rows = p.n * res_h * res_w, k_total = p.r * p.s * reduce_channels;
+  const int64_t k_total = phase.taps_r * phase.taps_s * reduce_channels;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * BM, n0 = static_cast<int64_t>(blockIdx.y) * BN;
 
-  // This thread's A chunks: tile rows tid / 8 + 32 i, chunk column tid % 8, for every stage.
+  // This thread's chunks, the same in every stage: tile rows tid / 8 + 32 i of A (pixels) and of B
+  // (columns), chunk column tid % 8 (8 channels of one tap).
   constexpr int kChunksPerRow = BK / 8, kRowsPerPass = kThreads / kChunksPerRow;
   const int chunk = tid % kChunksPerRow;
   GatherRow gather[kChunksPerThread];
 #pragma unroll
   for (int i = 0; i < kChunksPerThread; ++i)
-    gather[i] = gather_row<kInputGrad>(p, m0 + tid / kChunksPerRow + i * kRowsPerPass);
+    gather[i] = gather_row<kInputGrad>(p, phase, m0 + tid / kChunksPerRow + i * kRowsPerPass);
 
   auto load_stage = [&](unsigned sa, unsigned sb, int64_t kt) {
-    const int64_t kidx = kt * BK + chunk * 8;  // 8 channels of one tap: reduce_channels % 8 == 0
+    const int64_t kidx = kt * BK + chunk * 8;  // reduce_channels % 8 == 0: a chunk never straddles taps
     int64_t r, s, c;
-    split_reduction(kidx, reduce_channels, p.s, r, s, c);
+    const int64_t kfull = split_reduction(phase, kidx, reduce_channels, p.s, r, s, c);
     const bool k_ok = kidx < k_total;
 #pragma unroll
     for (int i = 0; i < kChunksPerThread; ++i) {
+      const int row = tid / kChunksPerRow + i * kRowsPerPass;
       int64_t hh, ww;
       const bool ok = k_ok && gather_tap<kInputGrad>(p, gather[i], r, s, hh, ww);
-      const T* ptr = ok ? src + gather[i].offset + hh * ss[2] + ww * ss[3] + c : src;
-      cp_async_16(sa + swizzled(tid / kChunksPerRow + i * kRowsPerPass, chunk, BK * 2), ptr, ok);
+      cp_async_16(sa + swizzled(row, chunk, BK * 2), ok ? src + gather[i].offset + hh * ss[2] + ww * ss[3] + c : src,
+                  ok);
+      const int64_t col = n0 + row;  // B: the same tap and channels of weight row `col`
+      const bool b_ok = k_ok && col < cols;
+      cp_async_16(sb + swizzled(row, chunk, BK * 2), b_ok ? wmat + col * p.w_stride[0] + kfull : wmat, b_ok);
     }
-    load_operand_tile<T, false>(sb, wmat, n0, kt * BK, cols, k_total, p.w_stride[0], tid);
   };
   float acc[MT][NT][4] = {};
   mainloop<T, true, true>(smem, (k_total + BK - 1) / BK, wm0, wn0, lane, load_stage, acc);
@@ -83,9 +89,8 @@ __global__ void __launch_bounds__(kThreads) conv2d_implicit_gemm_kernel(ConvArgs
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int64_t row = m0 + wm0 + acc_row(lane, mt, half * 2);
-      if (row >= rows) continue;
-      const int64_t n = row / (res_h * res_w), oh = (row / res_w) % res_h, ow = row % res_w;
+      int64_t n, oh, ow;
+      if (!result_pixel(phase, p.n, m0 + wm0 + acc_row(lane, mt, half * 2), n, oh, ow)) continue;
       T* out = res + n * rs[0] + oh * rs[2] + ow * rs[3];
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
@@ -174,10 +179,12 @@ template <typename T, bool kInputGrad>
 void launch_gather_gemm(const ConvArgs<T>& args, cudaStream_t stream) {
   auto kernel = conv2d_implicit_gemm_kernel<T, kInputGrad>;
   allow_full_smem(kernel);
-  const int64_t rows = kInputGrad ? args.n * args.h * args.w : args.n * args.p * args.q;
+  // Grid x covers the largest phase (the first); blocks past a smaller phase's rows store nothing.
+  const GemmPhase first = gemm_phase<kInputGrad>(args, 0);
+  const int64_t rows = args.n * first.rows_h * first.rows_w;
   const int64_t cols = (kInputGrad ? args.c : args.k) / args.groups;
   const dim3 grid(static_cast<unsigned>((rows + BM - 1) / BM), static_cast<unsigned>((cols + BN - 1) / BN),
-                  static_cast<unsigned>(args.groups));
+                  static_cast<unsigned>(args.groups * gemm_phases<kInputGrad>(args)));
   kernel<<<grid, kThreads, kSmemBytes, stream>>>(args);
 }
 
