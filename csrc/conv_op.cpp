@@ -63,10 +63,14 @@ void fill_geometry(const char* op, Geometry& g, at::IntArrayRef x, at::IntArrayR
   g.n = x[0], g.c = x[1], g.h = x[2], g.w = x[3], g.k = w[0], g.r = w[2], g.s = w[3];
   g.stride_h = stride[0], g.stride_w = stride[1], g.pad_h = padding[0], g.pad_w = padding[1];
   g.dil_h = dilation[0], g.dil_w = dilation[1], g.groups = groups;
-  g.p = (g.h + 2 * g.pad_h - g.dil_h * (g.r - 1) - 1) / g.stride_h + 1;
-  g.q = (g.w + 2 * g.pad_w - g.dil_w * (g.s - 1) - 1) / g.stride_w + 1;
-  TORCH_CHECK_VALUE(g.p >= 1 && g.q >= 1, "accelkernels::", op, ": the filter (", w, ") does not fit the padded ",
-                    "input (", x, ")");
+  // The padded input's extent past the filter's first position (negative: the filter does not fit;
+  // checked before dividing, as C++ division rounds -1 / 2 up to 0).
+  const int64_t span_h = g.h + 2 * g.pad_h - g.dil_h * (g.r - 1) - 1;
+  const int64_t span_w = g.w + 2 * g.pad_w - g.dil_w * (g.s - 1) - 1;
+  TORCH_CHECK_VALUE(span_h >= 0 && span_w >= 0, "accelkernels::", op, ": the filter (", w, ", dilation ", dilation,
+                    ") does not fit the padded input (", x, ", padding ", padding, ")");
+  g.p = span_h / g.stride_h + 1;
+  g.q = span_w / g.stride_w + 1;
   if (!y.empty())
     TORCH_CHECK_VALUE(y[0] == g.n && y[1] == g.k && y[2] == g.p && y[3] == g.q, "accelkernels::", op,
                       ": grad_output must have shape [", g.n, ", ", g.k, ", ", g.p, ", ", g.q, "], got ", y);

@@ -149,9 +149,11 @@ EACH_KERNEL_AND_DTYPE = pytest.mark.parametrize(
     ("kernel", "dtype"), [(k, d) for k, ds in FORWARD_KERNELS.items() for d in ds], ids=str)
 
 
-def _geometry(shape):
-    *_, stride, padding, dilation, groups = shape
-    return [stride] * 2, [padding] * 2, [dilation] * 2, groups
+def _kernel_case(shape: str, dtype, layout: str, bias=True):
+    """(x, weight, bias) on the GPU for KERNEL_SHAPES[shape], and (stride, padding, dilation, groups)."""
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = KERNEL_SHAPES[shape]
+    tensors = conv_cases.make_conv(n, c, h, w, k, r, s, groups, dtype, layout, bias=bias, device="cuda")
+    return tensors, ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
@@ -160,9 +162,7 @@ def _geometry(shape):
 @gpu
 def test_forward_kernel_against_float64(kernel, dtype, shape, layout):
     _cuda_backend_or_skip()
-    n, c, h, w, k, r, s, *_ = KERNEL_SHAPES[shape]
-    stride, padding, dilation, groups = _geometry(KERNEL_SHAPES[shape])
-    x, wt, b = conv_cases.make_conv(n, c, h, w, k, r, s, groups, dtype, layout, device="cuda")
+    (x, wt, b), (stride, padding, dilation, groups) = _kernel_case(shape, dtype, layout)
     _poison()
     ours = torch.ops.accelkernels.cuda_conv2d(x, wt, b, stride, padding, dilation, groups, "gelu", kernel,
                                               layout == "nhwc")
@@ -193,9 +193,7 @@ def test_depthwise_kernel_against_float64(multiplier, dtype, layout):
 @gpu
 def test_gradient_kernels_against_float64(kernel, dtype, shape, layout):
     _cuda_backend_or_skip()
-    n, c, h, w, k, r, s, *_ = KERNEL_SHAPES[shape]
-    stride, padding, dilation, groups = _geometry(KERNEL_SHAPES[shape])
-    x, wt, _ = conv_cases.make_conv(n, c, h, w, k, r, s, groups, dtype, layout, bias=False, device="cuda")
+    (x, wt, _), (stride, padding, dilation, groups) = _kernel_case(shape, dtype, layout, bias=False)
     y = F.conv2d(x, wt, None, stride, padding, dilation, groups)
     dy = torch.randn_like(y)
     args = (stride, padding, dilation, groups)
@@ -252,6 +250,9 @@ def test_refusals_name_the_problem():
         torch.ops.accelkernels.cuda_conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 5, "none", "direct", False)
     with pytest.raises(ValueError, match="depthwise"):
         torch.ops.accelkernels.cuda_conv2d(x, w, None, *geometry, "none", "depthwise", False)
+    with pytest.raises(ValueError, match="does not fit the padded input"):  # a 3x3 filter on 2x2, stride 2
+        torch.ops.accelkernels.cuda_conv2d(x[:, :, :2, :2], w, None, [2, 2], [0, 0], [1, 1], 1, "none", "direct",
+                                           False)
     # the backend itself never refuses: channels that are not multiples of 8 run on the direct kernel
     torch.testing.assert_close(ak.conv2d(x, w, padding=1, backend="cuda"), F.conv2d(x, w, padding=1),
                                rtol=2e-2, atol=2e-2)
