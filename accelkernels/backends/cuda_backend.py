@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from .. import _extension
-from . import cuda_conv
 from .base import Backend
 from ._batched import linear_as_bmm, matmul_as_bmm
 
@@ -74,6 +73,18 @@ def mma_sync_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | Non
     return None
 
 
+def gemm_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """Why the GEMM kernel of this dtype cannot run these (batch, M, K) @ (batch, K, N) operands on
+    their GPU, or None (fp32 runs on the SIMT kernel, which reads anything)."""
+    if a3.dtype == torch.float32:
+        return None
+    capability = torch.cuda.get_device_capability(a3.device)
+    if capability < TENSOR_CORE_CAPABILITY:
+        return f"{a3.dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"
+    why = mma_sync_unsupported_reason(a3, b3)
+    return None if why is None else f"the mma.sync kernel cannot read these operands: {why}"
+
+
 def arch_runs_on(arch_list: str, capability: tuple[int, int]) -> bool:
     """Whether a binary built for ``arch_list`` (TORCH_CUDA_ARCH_LIST style, ',' or ';' separated)
     has code for a device of this compute capability: SASS runs on the same major version at an
@@ -129,14 +140,11 @@ class CudaBackend(Backend):
         dtype = present[0].dtype
         if dtype not in DTYPES:
             return f"dtype {dtype} has no kernel (float32, float16 and bfloat16 have)"
-        if dtype != torch.float32 and op in ("matmul", "linear") and not details.get("epilogue"):
-            capability = torch.cuda.get_device_capability(present[0].device)
-            if capability < TENSOR_CORE_CAPABILITY:
-                return f"{dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"
+        if op in ("matmul", "linear") and not details.get("epilogue"):
             a3, b3, _ = (matmul_as_bmm if op == "matmul" else linear_as_bmm)(present[0], present[1])
-            why = mma_sync_unsupported_reason(a3, b3)
+            why = gemm_unsupported_reason(a3, b3)
             if why is not None:
-                return f"the mma.sync kernel cannot read these operands: {why}"
+                return why
         status = _extension.status(build=True)
         if not status.loaded:
             return f"the CUDA extension is {status.mode}: {status.reason}"
@@ -153,18 +161,21 @@ class CudaBackend(Backend):
     # conv2d: direct, depthwise and implicit-GEMM kernels, 1x1 on the GEMM kernels (cuda_conv.py).
     def conv2d(self, input, weight, bias, stride, padding, dilation, groups, activation):
         from ..ops._layout import conv_output_format
+        from . import cuda_conv
 
         channels_last = conv_output_format(input, weight) == torch.channels_last
         return cuda_conv.forward(input, weight, bias, stride, padding, dilation, groups, activation, channels_last)
 
     def conv2d_input_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
         from ..ops._layout import suggest_memory_format
+        from . import cuda_conv
 
         channels_last = suggest_memory_format(input) == torch.channels_last
         return cuda_conv.input_grad(grad_output, input.shape, weight, stride, padding, dilation, groups, channels_last)
 
     def conv2d_weight_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
         from ..ops._layout import suggest_memory_format
+        from . import cuda_conv
 
         channels_last = suggest_memory_format(weight) == torch.channels_last
         return cuda_conv.weight_grad(grad_output, input, weight.shape, stride, padding, dilation, groups,

@@ -17,9 +17,13 @@ from __future__ import annotations
 import torch
 
 from ._batched import is_depthwise, is_pointwise, pixel_rows
+from .cuda_backend import (
+    TENSOR_CORE_CAPABILITY,
+    gemm_kernel_for,
+    gemm_unsupported_reason,
+)
 
 TENSOR_CORE_DTYPES = (torch.float16, torch.bfloat16)
-TENSOR_CORE_CAPABILITY = (8, 0)
 
 
 def tensor_cores_serve(dtype: torch.dtype, channels: int, out_channels: int, groups: int,
@@ -53,12 +57,8 @@ def _as_image(out3: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
 
 def _gemm(a3: torch.Tensor, b3: torch.Tensor, bias, activation: str) -> torch.Tensor | None:
     """The GEMM kernels on (B, M, K) @ (B, K, N), or None when the tensor-core kernel cannot read them."""
-    from .cuda_backend import gemm_kernel_for, mma_sync_unsupported_reason
-
-    if a3.dtype != torch.float32:
-        capability = torch.cuda.get_device_capability(a3.device)
-        if capability < TENSOR_CORE_CAPABILITY or mma_sync_unsupported_reason(a3, b3) is not None:
-            return None
+    if gemm_unsupported_reason(a3, b3) is not None:
+        return None
     return torch.ops.accelkernels.cuda_bmm(a3, b3, bias, activation, gemm_kernel_for(a3, b3))
 
 
