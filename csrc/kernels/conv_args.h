@@ -28,7 +28,7 @@ struct ConvArgs {
   int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
   int64_t x_stride[4], w_stride[4], y_stride[4];  // (N, C, H, W) / (K, C/groups, R, S) / (N, K, P, Q) order
   Activation activation;  // forward only
-  float* workspace;       // weight_grad split-K partial sums (conv_weight_grad_workspace_floats), or nullptr
+  float* workspace;       // implicit-GEMM weight_grad: splits x K x C/groups x R x S fp32 partial sums, or nullptr
   int64_t splits;         // weight_grad: how many slices the N·P·Q reduction is cut into
 };
 
