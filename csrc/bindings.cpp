@@ -22,28 +22,26 @@
 
 namespace {
 
+py::dict kernel_entry(const char* name, const char* op, const char* dtypes, const char* min_arch,
+                      const char* description, bool tensor_cores) {
+  py::dict d;
+  d["name"] = name;
+  d["op"] = op;
+  d["dtypes"] = dtypes;
+  d["min_arch"] = min_arch;
+  d["description"] = description;
+  d["tensor_cores"] = tensor_cores;
+  return d;
+}
+
 py::list kernels() {
   py::list out;
-  for (const auto& k : accelkernels::bmm_kernels()) {
-    py::dict d;
-    d["name"] = k.name;
-    d["op"] = "cuda_bmm";
-    d["dtypes"] = k.dtypes;
-    d["min_arch"] = k.min_arch;
-    d["description"] = k.description;
-    d["tensor_cores"] = k.operands != accelkernels::Operands::kStrided;
-    out.append(d);
-  }
-  for (const auto& k : accelkernels::conv_kernels()) {
-    py::dict d;
-    d["name"] = k.name;
-    d["op"] = accelkernels::conv_op_name(k.pass);
-    d["dtypes"] = k.dtypes;
-    d["min_arch"] = k.min_arch;
-    d["description"] = k.description;
-    d["tensor_cores"] = k.tensor_cores;
-    out.append(d);
-  }
+  for (const auto& k : accelkernels::bmm_kernels())
+    out.append(kernel_entry(k.name, "cuda_bmm", k.dtypes, k.min_arch, k.description,
+                            k.operands != accelkernels::Operands::kStrided));
+  for (const auto& k : accelkernels::conv_kernels())
+    out.append(kernel_entry(k.name, accelkernels::conv_op_name(k.pass), k.dtypes, k.min_arch, k.description,
+                            k.tensor_cores));
   return out;
 }
 

@@ -53,11 +53,9 @@ def _empty(shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 @torch.library.register_fake("accelkernels::cuda_conv2d")
 def _cuda_conv2d_fake(input, weight, bias, stride, padding, dilation, groups, activation, kernel, channels_last):
-    n, _, h, w = input.shape
-    k, _, r, s = weight.shape
-    p = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
-    q = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
-    return _empty((n, k, p, q), input, channels_last)
+    from .conv2d import _output_shape  # (imported here: conv2d.py imports this module's package)
+
+    return _empty(_output_shape(input, weight, stride, padding, dilation), input, channels_last)
 
 
 @torch.library.register_fake("accelkernels::cuda_conv2d_input_grad")
