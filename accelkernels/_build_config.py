@@ -23,9 +23,10 @@ def csrc_dir(repo_root: Path) -> Path:
 
 
 def sources(repo_root: Path) -> list[str]:
-    """Every C++ and CUDA source under csrc/, sorted so builds are reproducible."""
+    """Every C++ and CUDA source under csrc/, sorted so builds are reproducible; csrc/emulator/ (the
+    CPU executor of the kernels, built by accelkernels.emulator) is not part of the CUDA extension."""
     root = csrc_dir(repo_root)
-    files = sorted(root.rglob("*.cpp")) + sorted(root.rglob("*.cu"))
+    files = [p for p in sorted(root.rglob("*.cpp")) + sorted(root.rglob("*.cu")) if "emulator" not in p.parts]
     return [str(p) for p in files]
 
 

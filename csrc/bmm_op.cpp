@@ -1,17 +1,18 @@
 // Host side of accelkernels::cuda_bmm: argument checks, device guard, current stream, launch check.
-// The schema is defined in Python (accelkernels/ops/cuda_kernels.py); this file adds the CUDA kernel.
+// The schema is defined in Python (accelkernels/ops/cuda_kernels.py); this file adds the CUDA kernel
+// (and, compiled with AK_EMULATED_HOST, the CPU executor's: device_host.h).
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <string>
 
+#include "device_host.h"
 #include "kernel_registry.h"
 
 namespace accelkernels {
 namespace {
+
+namespace dh = device_host;
 
 Activation parse_activation(c10::string_view name) {
   if (name == "none") return Activation::kNone;
@@ -23,7 +24,7 @@ Activation parse_activation(c10::string_view name) {
 }
 
 void check_operand(const at::Tensor& t, const char* name, const at::Tensor& a) {
-  TORCH_CHECK(t.is_cuda(), "accelkernels::cuda_bmm: ", name, " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(dh::on_device(t), "accelkernels::cuda_bmm: ", name, " must be a ", dh::kTensorKind, ", got ", t.device());
   TORCH_CHECK(t.device() == a.device(), "accelkernels::cuda_bmm: ", name, " is on ", t.device(), " but a is on ",
               a.device());
   TORCH_CHECK(t.scalar_type() == a.scalar_type(), "accelkernels::cuda_bmm: ", name, " has dtype ", t.scalar_type(),
@@ -60,9 +61,9 @@ void launch(const BmmKernel& kernel, void (*launcher)(const BmmArgs<T>&, cudaStr
   if (kernel.operands == Operands::kChunks16B) why = mma_sync_unsupported_reason(args);
   if (kernel.operands == Operands::kTmaKMajorSm90) {
     int device = 0, major = 0, minor = 0;
-    C10_CUDA_CHECK(cudaGetDevice(&device));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    AK_CUDA_CHECK(cudaGetDevice(&device));
+    AK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    AK_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
     TORCH_CHECK(major == 9 && minor == 0, "accelkernels::cuda_bmm: kernel '", kernel.name, "' runs on compute "
                 "capability 9.0 (sm_90a) only, this GPU is ", major, ".", minor);
     why = wgmma_unsupported_reason(args);
@@ -98,12 +99,15 @@ at::Tensor cuda_bmm(const at::Tensor& a, const at::Tensor& b, const std::optiona
                    dtype);
   TORCH_CHECK((n + 31) / 32 <= kMaxGridY, "accelkernels::cuda_bmm: N=", n, " exceeds the grid limit of this kernel");
 
-  const c10::cuda::CUDAGuard guard(a.device());
-  at::Tensor c = at::empty({batch, m, n}, a.options());
+  const dh::DeviceGuard guard(a.device());
+  at::Tensor c = dh::empty_output({batch, m, n}, a.options(), at::MemoryFormat::Contiguous, "c");
   if (c.numel() == 0) return c;
   // A contiguous copy of the (tiny) bias lets the kernel index it directly.
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dh::expose_input(a, "a");
+  dh::expose_input(b, "b");
+  if (bias_c.defined()) dh::expose_input(bias_c, "bias");
+  const cudaStream_t stream = dh::current_stream();
   switch (dtype) {
     case at::kHalf:
       launch(*chosen, chosen->launch_f16, make_args<__half, at::Half>(a, b, bias_c, c, activation), stream);
@@ -115,12 +119,12 @@ at::Tensor cuda_bmm(const at::Tensor& a, const at::Tensor& b, const std::optiona
     default:
       launch(*chosen, chosen->launch_f32, make_args<float, float>(a, b, bias_c, c, activation), stream);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  dh::launch_check();
   return c;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(accelkernels, CUDA, m) { m.impl("cuda_bmm", &cuda_bmm); }
+TORCH_LIBRARY_IMPL(accelkernels, AK_DISPATCH_KEY, m) { m.impl("cuda_bmm", &cuda_bmm); }
 
 }  // namespace accelkernels

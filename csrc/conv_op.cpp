@@ -4,17 +4,18 @@
 // The schemas are defined in Python (accelkernels/ops/cuda_kernels.py); which kernel runs is the
 // caller's choice (accelkernels/backends/cuda_backend.py picks one per problem).
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <string>
 
+#include "device_host.h"
 #include "kernel_registry.h"
 
 namespace accelkernels {
 namespace {
+
+namespace dh = device_host;
 
 constexpr int64_t kMaxGrid = 65535;  // gridDim.y / gridDim.z limit (the kernels' group / tap axes)
 
@@ -33,13 +34,13 @@ Activation parse_activation(const char* op, c10::string_view name) {
 // An attribute of the current device (ATen/cuda/CUDAContext.h would pull in cuSPARSE's headers).
 int device_attribute(cudaDeviceAttr attr) {
   int device = 0, value = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, device));
+  AK_CUDA_CHECK(cudaGetDevice(&device));
+  AK_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, device));
   return value;
 }
 
 void check_tensor(const char* op, const at::Tensor& t, const char* name, const at::Tensor& first) {
-  TORCH_CHECK(t.is_cuda(), "accelkernels::", op, ": ", name, " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(dh::on_device(t), "accelkernels::", op, ": ", name, " must be a ", dh::kTensorKind, ", got ", t.device());
   TORCH_CHECK(t.device() == first.device(), "accelkernels::", op, ": ", name, " is on ", t.device(), " but ",
               "the first tensor is on ", first.device());
   TORCH_CHECK(t.scalar_type() == first.scalar_type(), "accelkernels::", op, ": ", name, " has dtype ",
@@ -139,14 +140,17 @@ void run(const ConvKernel& kernel, ConvArgs<T> args, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, float>) kernel.launch_f32(args, stream);
   if constexpr (std::is_same_v<T, __half>) kernel.launch_f16(args, stream);
   if constexpr (std::is_same_v<T, __nv_bfloat16>) kernel.launch_bf16(args, stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  dh::launch_check();
 }
 
 // Dispatch on dtype: `fill` completes the args (bias, activation, workspace) per element type.
 template <typename Fill>
 void run_for_dtype(const ConvKernel& kernel, const Geometry& g, const at::Tensor& x, const at::Tensor& w,
                    const at::Tensor& y, Fill fill) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dh::expose_input(x, "x");  // (the pass's output is already exposed, writable: dh::empty_output)
+  dh::expose_input(w, "weight");
+  dh::expose_input(y, "y");
+  const cudaStream_t stream = dh::current_stream();
   switch (x.scalar_type()) {
     case at::kHalf: {
       auto args = make_args<__half, at::Half>(g, x, w, y);
@@ -194,23 +198,24 @@ at::Tensor cuda_conv2d(const at::Tensor& input, const at::Tensor& weight, const 
   Geometry g{};
   fill_geometry(op, g, input.sizes(), weight.sizes(), {}, stride, padding, dilation, groups);
   if (bias.has_value()) {
-    TORCH_CHECK(bias->is_cuda() && bias->device() == input.device() && bias->scalar_type() == input.scalar_type(),
+    TORCH_CHECK(dh::on_device(*bias) && bias->device() == input.device() && bias->scalar_type() == input.scalar_type(),
                 "accelkernels::", op, ": bias must be a ", input.scalar_type(), " tensor on ", input.device());
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == g.k, "accelkernels::", op, ": bias must have shape (",
                       g.k, "), got ", bias->sizes());
   }
   const Activation act = parse_activation(op, activation);
-  const c10::cuda::CUDAGuard guard(input.device());
+  const dh::DeviceGuard guard(input.device());
   const ConvKernel& kernel = find_kernel(ConvPass::kForward, kernel_name, input.scalar_type());
   if (std::string(kernel.name) == "depthwise")
     TORCH_CHECK_VALUE(groups == g.c && g.k % g.c == 0, "accelkernels::", op, ": kernel 'depthwise' needs groups == "
                       "input channels (", g.c, "), got groups=", groups);
 
-  at::Tensor y = at::empty({g.n, g.k, g.p, g.q}, input.options(), format_of(channels_last_out));
+  at::Tensor y = dh::empty_output({g.n, g.k, g.p, g.q}, input.options(), format_of(channels_last_out), "y");
   if (y.numel() == 0) return y;
   const at::Tensor x = kernel.tensor_cores ? channels_last(input) : input;
   const at::Tensor w = kernel.tensor_cores ? channels_last(weight) : weight;
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  if (b.defined()) dh::expose_input(b, "bias");
   run_for_dtype(kernel, g, x, w, y, [&](auto& args) {
     using T = std::remove_pointer_t<decltype(args.x)>;
     args.bias = b.defined() ? reinterpret_cast<const T*>(b.data_ptr()) : nullptr;
@@ -227,10 +232,10 @@ at::Tensor cuda_conv2d_input_grad(const at::Tensor& grad_output, const at::Tenso
   check_size(op, input_size, "input_size");
   Geometry g{};
   fill_geometry(op, g, input_size, weight.sizes(), grad_output.sizes(), stride, padding, dilation, groups);
-  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const dh::DeviceGuard guard(grad_output.device());
   const ConvKernel& kernel = find_kernel(ConvPass::kInputGrad, kernel_name, grad_output.scalar_type());
 
-  at::Tensor dx = at::empty(input_size, grad_output.options(), format_of(channels_last_out));
+  at::Tensor dx = dh::empty_output(input_size, grad_output.options(), format_of(channels_last_out), "dx");
   if (dx.numel() == 0) return dx;
   if (grad_output.numel() == 0) return dx.zero_();
   at::Tensor dy = grad_output, w = weight;
@@ -267,10 +272,10 @@ at::Tensor cuda_conv2d_weight_grad(const at::Tensor& grad_output, const at::Tens
   check_size(op, weight_size, "weight_size");
   Geometry g{};
   fill_geometry(op, g, input.sizes(), weight_size, grad_output.sizes(), stride, padding, dilation, groups);
-  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const dh::DeviceGuard guard(grad_output.device());
   const ConvKernel& kernel = find_kernel(ConvPass::kWeightGrad, kernel_name, grad_output.scalar_type());
 
-  at::Tensor dw = at::empty(weight_size, grad_output.options(), format_of(channels_last_out));
+  at::Tensor dw = dh::empty_output(weight_size, grad_output.options(), format_of(channels_last_out), "dw");
   if (dw.numel() == 0) return dw;
   if (grad_output.numel() == 0) return dw.zero_();
   at::Tensor dy = grad_output, x = input, workspace;
@@ -279,7 +284,8 @@ at::Tensor cuda_conv2d_weight_grad(const at::Tensor& grad_output, const at::Tens
     dy = channels_last(grad_output);
     x = channels_last(input);
     splits = weight_grad_splits(g);
-    workspace = at::empty({splits * dw.numel()}, grad_output.options().dtype(at::kFloat));
+    workspace = dh::empty_output({splits * dw.numel()}, grad_output.options().dtype(at::kFloat), at::MemoryFormat::Contiguous,
+                                  "workspace");
   }
   run_for_dtype(kernel, g, x, dw, dy, [&](auto& args) {
     args.workspace = workspace.defined() ? workspace.data_ptr<float>() : nullptr;
@@ -290,7 +296,7 @@ at::Tensor cuda_conv2d_weight_grad(const at::Tensor& grad_output, const at::Tens
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(accelkernels, CUDA, m) {
+TORCH_LIBRARY_IMPL(accelkernels, AK_DISPATCH_KEY, m) {
   m.impl("cuda_conv2d", &cuda_conv2d);
   m.impl("cuda_conv2d_input_grad", &cuda_conv2d_input_grad);
   m.impl("cuda_conv2d_weight_grad", &cuda_conv2d_weight_grad);

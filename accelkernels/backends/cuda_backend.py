@@ -2,14 +2,16 @@
 
 The op schemas are defined in Python (accelkernels.ops.cuda_kernels); accelkernels._C adds their
 CUDA implementations with TORCH_LIBRARY_IMPL. Requesting this backend on CUDA tensors compiles the
-extension on first use when it was not built ahead of time and nvcc is available.
+extension on first use when it was not built ahead of time and nvcc is available. With
+ACCELKERNELS_CUDA_EMULATE=1 it also serves CPU tensors: the same kernels run on the CPU executor
+(accelkernels.emulator), with the same kernel choice as on a GPU of the emulated compute capability.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import _extension
+from .. import _extension, emulator
 from .base import Backend
 from ._batched import linear_as_bmm, matmul_as_bmm
 
@@ -21,6 +23,16 @@ GEMM_KERNEL = {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloa
 HOPPER_KERNEL = "wgmma"
 DTYPES = tuple(GEMM_KERNEL)
 TENSOR_CORE_CAPABILITY = (8, 0)  # mma.sync with bf16 and ldmatrix/cp.async: Ampere and newer
+
+
+def emulated(t: torch.Tensor) -> bool:
+    """Whether this tensor is served by the CPU executor of the kernels (ACCELKERNELS_CUDA_EMULATE=1)."""
+    return t.device.type == "cpu" and emulator.enabled()
+
+
+def device_capability(t: torch.Tensor) -> tuple[int, int]:
+    """The compute capability the kernels see for this tensor: its GPU's, or the emulated device's."""
+    return emulator.capability() if emulated(t) else torch.cuda.get_device_capability(t.device)
 
 
 def wgmma_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
@@ -47,8 +59,9 @@ def gemm_kernel_for(a3: torch.Tensor, b3: torch.Tensor) -> str:
     """The registry kernel that runs this (batch, M, K) @ (batch, K, N) problem."""
     if a3.dtype == torch.float32:
         return GEMM_KERNEL[a3.dtype]
-    hopper = torch.cuda.get_device_capability(a3.device) == (9, 0)
-    if hopper and "9.0a" in _extension.status().build_info.get("arch_list", "").split(","):
+    hopper = device_capability(a3) == (9, 0)
+    has_sm90a = emulated(a3) or "9.0a" in _extension.status().build_info.get("arch_list", "").split(",")
+    if hopper and has_sm90a:
         if wgmma_unsupported_reason(a3, b3) is None:
             return HOPPER_KERNEL
     return GEMM_KERNEL[a3.dtype]
@@ -78,7 +91,7 @@ def gemm_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
     their GPU, or None (fp32 runs on the SIMT kernel, which reads anything)."""
     if a3.dtype == torch.float32:
         return None
-    capability = torch.cuda.get_device_capability(a3.device)
+    capability = device_capability(a3)
     if capability < TENSOR_CORE_CAPABILITY:
         return f"{a3.dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"
     why = mma_sync_unsupported_reason(a3, b3)
@@ -115,6 +128,8 @@ class CudaBackend(Backend):
     }
 
     def unavailable_reason(self) -> str | None:
+        if emulator.enabled():
+            return None  # CPU tensors run on the kernels' CPU executor (built on first use)
         if torch.version.cuda is None:
             return f"torch {torch.__version__} is a CPU-only build"
         if not torch.cuda.is_available():
@@ -128,6 +143,8 @@ class CudaBackend(Backend):
         return f"the CUDA extension is {status.mode}: {status.reason}; compiling on first use: {possible}"
 
     def describe(self) -> str:
+        if emulator.enabled():
+            return "CUDA C++ kernels (CPU tensors: the kernels' CPU executor, ACCELKERNELS_CUDA_EMULATE=1)"
         status = _extension.status()
         if status.loaded:
             return f"CUDA C++ kernels ({status.mode})"
@@ -135,8 +152,10 @@ class CudaBackend(Backend):
 
     def inputs_unsupported_reason(self, op, tensors, **details):
         present = [t for t in tensors if t is not None]
-        if present[0].device.type != "cuda":
-            return f"the tensors are on {present[0].device.type}; this backend runs CUDA tensors only"
+        on_executor = emulated(present[0])
+        if present[0].device.type != "cuda" and not on_executor:
+            return (f"the tensors are on {present[0].device.type}; this backend runs CUDA tensors "
+                    "(and CPU tensors on the kernels' CPU executor with ACCELKERNELS_CUDA_EMULATE=1)")
         dtype = present[0].dtype
         if dtype not in DTYPES:
             return f"dtype {dtype} has no kernel (float32, float16 and bfloat16 have)"
@@ -145,6 +164,12 @@ class CudaBackend(Backend):
             why = gemm_unsupported_reason(a3, b3)
             if why is not None:
                 return why
+        if on_executor:
+            try:
+                emulator.module()
+            except emulator.EmulatorBuildError as exc:
+                return str(exc)
+            return None
         status = _extension.status(build=True)
         if not status.loaded:
             return f"the CUDA extension is {status.mode}: {status.reason}"

@@ -19,6 +19,7 @@ import torch
 from ._batched import is_depthwise, is_pointwise, pixel_rows
 from .cuda_backend import (
     TENSOR_CORE_CAPABILITY,
+    device_capability,
     gemm_kernel_for,
     gemm_unsupported_reason,
 )
@@ -72,7 +73,7 @@ def forward(x, weight, bias, stride, padding, dilation, groups, activation, chan
             out = _gemm(a3, b3, bias, activation)
             if out is not None:
                 return _as_image(out, n, h, w)
-    kernel = conv_kernel_for("forward", x.dtype, c, k, groups, torch.cuda.get_device_capability(x.device))
+    kernel = conv_kernel_for("forward", x.dtype, c, k, groups, device_capability(x))
     return torch.ops.accelkernels.cuda_conv2d(x, weight, bias, list(stride), list(padding), list(dilation), groups,
                                               activation, kernel, channels_last)
 
@@ -88,7 +89,7 @@ def input_grad(grad_output, input_shape, weight, stride, padding, dilation, grou
             if out is not None:
                 return _as_image(out, n, h, w)
     kernel = conv_kernel_for("input_grad", grad_output.dtype, c, k, groups,
-                             torch.cuda.get_device_capability(grad_output.device))
+                             device_capability(grad_output))
     return torch.ops.accelkernels.cuda_conv2d_input_grad(grad_output, weight, list(input_shape), list(stride),
                                                          list(padding), list(dilation), groups, kernel,
                                                          channels_last)
@@ -96,7 +97,7 @@ def input_grad(grad_output, input_shape, weight, stride, padding, dilation, grou
 
 def weight_grad(grad_output, x, weight_shape, stride, padding, dilation, groups, channels_last: bool):
     c, k = x.shape[1], weight_shape[0]
-    kernel = conv_kernel_for("weight_grad", x.dtype, c, k, groups, torch.cuda.get_device_capability(x.device))
+    kernel = conv_kernel_for("weight_grad", x.dtype, c, k, groups, device_capability(x))
     return torch.ops.accelkernels.cuda_conv2d_weight_grad(grad_output, x, list(weight_shape), list(stride),
                                                           list(padding), list(dilation), groups, kernel,
                                                           channels_last)

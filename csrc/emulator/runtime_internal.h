@@ -1,0 +1,154 @@
+// Internals of the CPU executor shared by runtime.cpp (fibers, scheduler, shared memory, races),
+// ptx.cpp (the PTX handlers) and cuda_api.cpp (the CUDA runtime/driver calls the host code makes).
+#pragma once
+
+#include <ucontext.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ak_emu.h"
+
+namespace ak_emu {
+
+using VC = std::vector<uint32_t>;  // vector clock over the block's agents (threads, then TMA slots)
+constexpr int kTmaAgents = 16;     // TMA loads take agent slots round-robin (see Block::tma_agent)
+
+enum class State { kRunnable, kBarrier, kCollective, kMbarWait, kDone, kFaulted };
+
+struct CpCopy {  // one cp.async: 16 bytes, src_size of them from global memory
+  uint32_t dst;
+  const uint8_t* src;
+  uint32_t src_size;
+};
+
+struct WgmmaOp {  // one wgmma.mma_async of a warpgroup, applied when its group retires
+  uint64_t desc_a, desc_b;
+  bool scale_d;
+  bool bf16;
+  std::vector<float*> regs;        // 128 lanes x 64 accumulator registers (the lanes' own frames)
+  std::vector<float> saved;        // their values when the chain started
+  bool chained;                    // continues the in-flight accumulation of the previous op
+  std::string where;
+};
+
+struct Fiber {
+  ucontext_t ctx;
+  char* stack = nullptr;
+  int tid = 0;
+  ThreadView view{};
+  State state = State::kRunnable;
+  std::string blocked_on;  // what it waits for (deadlock reports)
+  VC vc;
+  // collectives
+  const void* coll_site = nullptr;
+  std::string coll_where;
+  void* coll_payload = nullptr;
+  // cp.async groups: uncommitted copies, then committed groups oldest first
+  std::vector<CpCopy> cp_uncommitted;
+  std::deque<std::vector<CpCopy>> cp_groups;
+  // mbarrier wait
+  uint32_t wait_bar = 0;
+};
+
+struct Granule {  // shadow of 16 bytes of shared memory, for the accesses the PTX handlers see
+  int32_t writer = -1;   // agent of the last write (-1: none seen)
+  uint32_t wclock = 0;
+  int32_t pending = -1;  // a cp.async or TMA write in flight: the issuing thread
+  std::string pending_what;
+  std::vector<std::pair<int32_t, uint32_t>> reads;  // (agent, clock) since the last write
+};
+
+struct Mbarrier {
+  bool live = false;
+  uint32_t phase = 0;
+  int64_t expected = 0, pending = 0, tx = 0;
+  VC acc;               // releases of the current phase
+  VC completed[2];      // by parity of the completed phase
+  bool observed = true; // the last completed phase was seen by a successful try_wait
+  bool fenced = false;   // fence.mbarrier_init by the initialising thread (needed before TMA uses it)
+  int init_tid = -1;
+  uint32_t init_clock = 0;
+};
+
+struct TmaLoad {
+  uint32_t dst;
+  uint32_t bar;
+  int countdown;
+  uint32_t bar_phase;
+  VC vc;
+  int issuer;
+  std::function<void()> land;  // copies the box (ptx.cpp)
+  std::vector<uint32_t> granules;
+  int agent;
+};
+
+struct Block {
+  const LaunchSpec* spec = nullptr;
+  uint3 idx{};
+  int nthreads = 0;
+  std::vector<std::unique_ptr<Fiber>> fibers;
+  std::vector<uint8_t> storage;
+  uint8_t* arena = nullptr;  // the shared window (1024-byte aligned)
+  size_t static_end = 0, dyn_offset = 0, dyn_size = 0, window = 0;
+  std::vector<std::pair<const void*, size_t>> static_sites;
+  bool dyn_placed = false;
+  // __syncthreads
+  std::vector<int> barrier_arrived;
+  std::string barrier_where;
+  // warp (32) and warpgroup (128) rendezvous, keyed by (size, index)
+  std::map<std::pair<int, int>, std::vector<int>> coll_arrived;
+  std::vector<Granule> shadow;
+  std::map<uint32_t, Mbarrier> mbarriers;
+  std::deque<TmaLoad> tma;
+  int tma_next_agent = 0;
+  uint32_t tma_clock[kTmaAgents] = {};
+  // wgmma groups per warpgroup: uncommitted ops, committed groups oldest first
+  std::map<int, std::vector<WgmmaOp>> wg_uncommitted;
+  std::map<int, std::deque<std::vector<WgmmaOp>>> wg_groups;
+  std::map<int, bool> wg_fenced;  // a wgmma.fence since the warpgroup's last wgmma.wait_group
+  std::string error;
+  uint64_t rng = 0;
+  int agents() const { return nthreads + kTmaAgents; }
+};
+
+// The running block and fiber of this OS thread.
+Block& block();
+Fiber& fiber();
+
+// Report a broken rule: the launch fails with this message (never returns into the kernel).
+[[noreturn]] void fail(const std::string& rule, const std::string& detail);
+std::string where_am_i();  // "kernel K, block (x,y,z), thread t"
+std::string describe_kernel();
+
+// Suspend the running fiber until something makes it runnable again.
+void yield_blocked(State why, const std::string& what);
+// A rendezvous of `size` consecutive threads (32: warp, 128: warpgroup): every member passes the
+// same site; the last to arrive runs `exec` for all of them (tid order).
+void rendezvous(int size, const void* site, const std::string& where, void* payload,
+                const std::function<void(const std::vector<Fiber*>&)>& exec);
+void wake_mbarrier_waiters(uint32_t bar);
+
+// Shared memory: the byte at shared address `addr` (checked: inside the window, aligned).
+uint8_t* shared_ptr(uint32_t addr, size_t bytes, size_t align, const char* what);
+// Race checks on the granules covering [addr, addr + bytes): a read by `agent` with clock `vc`.
+void shadow_read(uint32_t addr, size_t bytes, int agent, const VC& vc, const char* what);
+void shadow_write(uint32_t addr, size_t bytes, int agent, const VC& vc, const char* what, int pending_issuer);
+void shadow_land(uint32_t addr, size_t bytes, int agent, uint32_t clock);
+bool overlaps_mbarrier(uint32_t addr, size_t bytes);
+void join(VC& into, const VC& from);
+
+// Global memory the host passed to the launch (register_global): whether [p, p+bytes) is inside.
+bool global_readable(const void* p, size_t bytes, std::string* which);
+
+// cp.async completion (the issuing thread's wait_group), and the scheduler's TMA engine.
+void cp_async_land(Fiber& f, const std::vector<CpCopy>& group);
+bool function_smem_limit(const void* function, size_t* limit);  // cudaFuncSetAttribute's opt-in
+void set_function_smem_limit(const void* function, size_t limit);
+
+}  // namespace ak_emu
