@@ -494,14 +494,12 @@ void run_block(const LaunchSpec& spec, uint3 idx, int nthreads, uint64_t seed) {
   };
   std::mt19937_64 tma_gen(seed + 1);
   while (true) {
-    bool ran = false;
     for (int t : order) {
       Fiber& f = *b.fibers[t];
       if (f.state != State::kRunnable) continue;
       g_fiber = &f;
       swapcontext(&g_scheduler, &f.ctx);
       g_fiber = nullptr;
-      ran = true;
       if (!b.error.empty()) {
         const std::string msg = b.error;
         finish();
@@ -525,7 +523,9 @@ void run_block(const LaunchSpec& spec, uint3 idx, int nthreads, uint64_t seed) {
       }
     }
     if (live_threads(b) == 0 && b.tma.empty()) break;
-    if (!ran) {
+    bool runnable = false;
+    for (const auto& f : b.fibers) runnable = runnable || f->state == State::kRunnable;
+    if (!runnable) {
       if (!b.tma.empty()) {  // nothing runnable: a pending TMA load must land before a deadlock is declared
         const size_t i = seed ? tma_gen() % b.tma.size() : 0;
         g_fiber = b.fibers[b.tma[i].issuer].get();

@@ -246,8 +246,11 @@ CUtensorMap tensor_map(const T* base, int64_t rows, int64_t k, int64_t batch, in
 
 template <typename T>
 void launch_wgmma(const BmmArgs<T>& p, cudaStream_t stream) {
-  const CUtensorMap map_a = tensor_map(p.a, p.m, p.k, p.batch, p.a_stride_m, p.a_stride_batch);
-  const CUtensorMap map_b = tensor_map(p.b, p.n, p.k, p.batch, p.b_stride_n, p.b_stride_batch);
+  // K = 0: no TMA load is ever issued (no K tiles), but a map with a zero dimension is invalid
+  // (cuTensorMapEncodeTiled refuses it; found by the CPU executor), so the maps say K = 1.
+  const int64_t k = std::max<int64_t>(p.k, 1);
+  const CUtensorMap map_a = tensor_map(p.a, p.m, k, p.batch, p.a_stride_m, p.a_stride_batch);
+  const CUtensorMap map_b = tensor_map(p.b, p.n, k, p.batch, p.b_stride_n, p.b_stride_batch);
   int device = 0, sms = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);

@@ -1,0 +1,214 @@
+"""The CUDA kernels of csrc/kernels/, executed on the CPU (ACCELKERNELS_CUDA_EMULATE=1): every kernel
+of the registry against the float64 oracle, the paths no GPU test reaches, and the executor's
+checks. README: "Running the CUDA kernels without a GPU"."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import assert_within_2x_torch_error
+
+import conv_cases
+
+pytestmark = pytest.mark.emulated
+
+ACTIVATIONS = {"none": lambda x: x, "relu": torch.relu, "gelu": torch.nn.functional.gelu,
+               "silu": torch.nn.functional.silu}
+
+
+@pytest.fixture(scope="module")
+def emu():
+    """The executor, built once (cached by a hash of the sources), on its default device."""
+    saved = os.environ.get("ACCELKERNELS_CUDA_EMULATE")
+    os.environ["ACCELKERNELS_CUDA_EMULATE"] = "1"
+    from accelkernels import emulator
+
+    module = emulator.module()
+    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3)
+    yield module
+    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3)
+    if saved is None:
+        os.environ.pop("ACCELKERNELS_CUDA_EMULATE", None)
+    else:
+        os.environ["ACCELKERNELS_CUDA_EMULATE"] = saved
+
+
+def operands(batch, m, n, k, dtype, a_k_contig=True, b_k_contig=False):
+    """Fresh (batch, M, K) and (batch, K, N) operands, each contiguous along K or along M / N."""
+    a = torch.randn(batch, m, k) if a_k_contig else torch.randn(batch, k, m).transpose(1, 2)
+    b = torch.randn(batch, n, k).transpose(1, 2) if b_k_contig else torch.randn(batch, k, n)
+    return a.to(dtype), b.to(dtype)
+
+
+def check_bmm(a, b, bias, activation, kernel):
+    before = (a.clone(), b.clone())
+    ours = torch.ops.accelkernels.cuda_bmm(a, b, bias, activation, kernel)
+    act = ACTIVATIONS[activation]
+    theirs = act(torch.bmm(a, b) + (bias if bias is not None else 0))
+    ref = act(torch.bmm(a.double(), b.double()) + (bias.double() if bias is not None else 0))
+    assert_within_2x_torch_error(ours, theirs, ref, f"{kernel} output")
+    assert torch.equal(a, before[0]) and torch.equal(b, before[1]), "an input was modified"
+
+
+SIMT = ("naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile")
+
+
+@pytest.mark.parametrize("kernel", SIMT)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 33, 17, 19), (1, 130, 70, 36), (1, 64, 128, 16)])
+@pytest.mark.parametrize("orientation", ["nn", "tt"])
+def test_simt_ladder(emu, kernel, shape, orientation):
+    a, b = operands(*shape, torch.float32, a_k_contig=orientation[0] == "n", b_k_contig=orientation[1] == "t")
+    bias = torch.randn(shape[2]) if shape[1] > 1 else None
+    check_bmm(a, b, bias, "relu" if bias is not None else "none", kernel)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("orientation", ["kk", "km", "mk", "mm"])  # A K- or M-contiguous, B K- or N-contiguous
+@pytest.mark.parametrize("shape", [(2, 136, 72, 88), (1, 8, 8, 200)])
+def test_mma_sync_every_orientation(emu, dtype, orientation, shape):
+    a, b = operands(*shape, dtype, a_k_contig=orientation[0] == "k", b_k_contig=orientation[1] == "k")
+    check_bmm(a, b, torch.randn(shape[2]).to(dtype), "gelu", "mma_sync")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("sms,shape", [
+    (1, (1, 130, 70, 600)),   # one SM walks both tiles; 10 K tiles: the 4-stage ring wraps, parities flip
+    (2, (2, 200, 136, 72)),   # 8 tiles over 2 persistent blocks, ragged M and N
+    (3, (1, 64, 8, 16)),      # fewer tiles than SMs; one K tile
+])
+def test_wgmma_persistent_ring(emu, dtype, sms, shape):
+    emu.configure(sm_count=sms)
+    try:
+        a, b = operands(*shape, dtype, a_k_contig=True, b_k_contig=True)
+        check_bmm(a, b, torch.randn(shape[2]).to(dtype), "silu", "wgmma")
+    finally:
+        emu.configure(sm_count=2)
+
+
+@pytest.mark.parametrize("kernel,dtype", [(k, torch.float32) for k in SIMT] +
+                         [("mma_sync", torch.float16), ("wgmma", torch.bfloat16)])
+def test_k_zero_gives_the_epilogue_of_zero(emu, kernel, dtype):
+    # Slices of K = 8 operands keep the strides the tensor-core kernels need (multiples of 8).
+    a = torch.randn(2, 16, 8).to(dtype)[:, :, :0]
+    b = torch.randn(2, 16, 8).to(dtype)[:, :, :0].transpose(1, 2) if kernel == "wgmma" else \
+        torch.randn(2, 8, 16).to(dtype)[:, :0, :]
+    bias = torch.randn(16).to(dtype)
+    out = torch.ops.accelkernels.cuda_bmm(a, b, bias, "relu", kernel)
+    assert torch.equal(out, torch.relu(bias).expand(2, 16, 16))
+
+
+def test_backend_cuda_serves_cpu_tensors_with_the_gpu_kernel_choice(emu):
+    import accelkernels as ak
+    from accelkernels.backends.cuda_backend import gemm_kernel_for
+
+    x, w = torch.randn(5, 64).to(torch.bfloat16), torch.randn(24, 64).to(torch.bfloat16)
+    a3, b3 = x.unsqueeze(0), w.t().unsqueeze(0)
+    assert gemm_kernel_for(a3, b3) == "wgmma"  # emulated Hopper, K-contiguous operands
+    emu.configure(compute_capability=(8, 0))
+    try:
+        assert gemm_kernel_for(a3, b3) == "mma_sync"  # the Ampere dispatch
+        out = ak.linear(x, w, None, backend="cuda")
+    finally:
+        emu.configure(compute_capability=(9, 0))
+    assert_within_2x_torch_error(out, x @ w.t(), x.double() @ w.double().t())
+    xf, wf = torch.randn(3, 7, requires_grad=True), torch.randn(5, 7, requires_grad=True)
+    out = ak.linear(xf, wf, None, activation="gelu", backend="cuda")
+    out.sum().backward()  # the backward's GEMMs run on the executor too
+    assert xf.grad is not None and torch.isfinite(xf.grad).all()
+
+
+# ---- convolutions through backend="cuda" with autograd -------------------------------------------
+
+@pytest.mark.parametrize("case,args,activation",
+                         list(conv_cases.random_cases(24, seed=1515, channel_multiples=(1, 8, 8))))
+def test_conv2d_random_configurations(emu, case, args, activation):
+    x, wt, b = conv_cases.make_conv(**case)
+    conv_cases.check_against_float64(x, wt, b, args, activation, backend="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("geometry", [
+    dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
+    dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1)),   # input_grad stride phases
+    dict(stride=(3, 2), padding=(0, 1), dilation=(2, 1)),   # phases with gcd(dilation, stride) > 1
+])
+def test_implicit_gemm_passes(emu, dtype, layout, geometry):
+    x, wt, b = conv_cases.make_conv(2, 16, 9, 11, 24, 3, 3, 1, dtype, layout)
+    conv_cases.check_against_float64(x, wt, b, dict(geometry, groups=1), "relu", backend="cuda")
+
+
+def test_stride_phase_no_tap_reaches(emu):
+    """1x1 filter, stride 2: three of the four input-gradient phases receive no tap (zeros)."""
+    x, wt, b = conv_cases.make_conv(1, 16, 8, 8, 8, 1, 1, 1, torch.float16, "nhwc", bias=False)
+    conv_cases.check_against_float64(x, wt, b, dict(stride=(2, 2), padding=(0, 0), dilation=(1, 1), groups=1),
+                                     None, backend="cuda")
+
+
+def test_weight_grad_split_k_slices(emu):
+    """Enough SMs that the split-K weight gradient cuts N*P*Q into several slices (and sums them)."""
+    emu.configure(sm_count=16)
+    try:
+        x, wt, b = conv_cases.make_conv(2, 8, 24, 24, 8, 3, 3, 1, torch.bfloat16, "nhwc")
+        conv_cases.check_against_float64(x, wt, b, dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
+                                         None, backend="cuda")
+    finally:
+        emu.configure(sm_count=2)
+
+
+def test_direct_conv_unstaged_path(emu):
+    """A dilation so large that one channel's patch does not fit 44 KB: the global-memory path."""
+    x, wt, b = conv_cases.make_conv(1, 2, 70, 90, 3, 3, 3, 1, torch.float32, "nchw")
+    conv_cases.check_against_float64(x, wt, b, dict(stride=(1, 1), padding=(0, 0), dilation=(30, 40), groups=1),
+                                     "relu", backend="cuda", grads=False)
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_depthwise(emu, multiplier, dtype):
+    x, wt, b = conv_cases.make_conv(2, 6, 7, 9, 6 * multiplier, 3, 3, 6, dtype, "nhwc")
+    conv_cases.check_against_float64(x, wt, b, dict(stride=(1, 2), padding=(1, 1), dilation=(1, 1), groups=6),
+                                     "silu", backend="cuda")
+
+
+# ---- the executor's own behaviour ------------------------------------------------------------------
+
+def test_thread_orders_agree_bit_for_bit(emu):
+    """The same launch under shuffled thread orders (and TMA completion orders) gives identical bits."""
+    a, b = operands(1, 130, 70, 600, torch.bfloat16, b_k_contig=True)
+    af, bf = operands(1, 40, 50, 33, torch.float32)
+    results = []
+    for seed in (0, 1, 2):
+        emu.configure(seed=seed)
+        results.append((torch.ops.accelkernels.cuda_bmm(a, b, None, "none", "wgmma"),
+                        torch.ops.accelkernels.cuda_bmm(af, bf, None, "none", "warptile")))
+    emu.configure(seed=0)
+    for r in results[1:]:
+        assert torch.equal(r[0], results[0][0]) and torch.equal(r[1], results[0][1])
+
+
+def test_registry_and_ptx_tables_agree(emu):
+    from accelkernels import _extension
+    from accelkernels.emulator.rewrite import KNOWN_PTX
+
+    assert set(emu.known_ptx()) == set(KNOWN_PTX)
+    names = {(k["name"], k["op"]) for k in emu.kernels()}
+    assert ("wgmma", "cuda_bmm") in names and ("implicit_gemm", "cuda_conv2d_weight_grad") in names
+    del _extension
+
+
+def test_unknown_ptx_fails_the_build_naming_it():
+    from accelkernels.emulator.rewrite import RewriteError, rewrite
+
+    text = '# 1 "/x/csrc/kernels/k.cu"\nvoid f(){ asm volatile("bar.sync 0;\\n" ::); }\n'
+    with pytest.raises(RewriteError, match=r"k.cu:1: PTX instruction 'bar.sync' has no handler"):
+        rewrite(text)
+
+
+def test_bad_settings_are_refused(emu):
+    with pytest.raises(ValueError, match="compute capability 9.0 or 8.0"):
+        emu.configure(compute_capability=(7, 5))
+    with pytest.raises(ValueError, match="sm_count"):
+        emu.configure(sm_count=0)
