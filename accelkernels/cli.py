@@ -15,9 +15,24 @@ def _info(args) -> int:
     return 0
 
 
-def _build(args) -> int:
-    from . import _extension
+def torch_cuda_visible() -> bool:
+    import torch
 
+    return torch.cuda.is_available()
+
+
+def _build(args) -> int:
+    from . import _build_config, _extension, emulator
+
+    if _build_config.env_flag("ACCELKERNELS_BUILD_EMULATOR") or emulator.enabled():
+        try:
+            emulator.module()
+            print("accelkernels: CPU executor of the CUDA kernels ready (ACCELKERNELS_CUDA_EMULATE=1 uses it)")
+        except emulator.EmulatorBuildError as exc:
+            print(f"accelkernels: CPU executor of the CUDA kernels not available: {exc}", file=sys.stderr)
+            return 1
+        if not torch_cuda_visible():
+            return 0
     status = _extension.status(build=True)
     if status.loaded:
         print(f"accelkernels: CUDA extension ready ({status.mode}: {status.reason})")

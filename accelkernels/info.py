@@ -51,6 +51,17 @@ def _gpus() -> list[dict]:
     return gpus
 
 
+def _emulator_status() -> str:
+    from . import _build_config, emulator
+
+    if _build_config.env_flag("ACCELKERNELS_BUILD_EMULATOR") and emulator.enabled():
+        try:
+            emulator.module()
+        except emulator.EmulatorBuildError:
+            pass
+    return emulator.status()
+
+
 def collect() -> dict:
     """Everything `info` shows, as plain data (also printed with --json)."""
     ext = _extension.status()
@@ -71,6 +82,7 @@ def collect() -> dict:
             "build_info": ext.build_info,
             "compile_on_first_use": _extension.describe_jit_possibility(),
         },
+        "cuda_emulator": _emulator_status(),
         "backends": available_backends(),
         "ops": op_support_table(),
         "warnings": warnings,
@@ -101,6 +113,7 @@ def format_text(info: dict) -> str:
             f"arch {b.get('arch_list')}, kernels: {len(b.get('kernels', []))}"
         )
     lines.append(f"              compile on first use: {ext['compile_on_first_use']}")
+    lines.append(f"cpu executor  {info['cuda_emulator']}")
     lines.append("")
     lines.append("backends")
     for name, b in info["backends"].items():

@@ -155,11 +155,11 @@ def _rewrite_asm(text: str, loc: _Locator) -> str:
         if m.start() < pos:
             continue
         file, line = loc.at(m.start())
-        if "/csrc/kernels/" not in file and not file.startswith("csrc/kernels/"):
-            continue  # a system header's asm label (`__asm__("symbol")`), not a kernel's statement
         open_paren = m.end() - 1
         close = _matching(text, open_paren)
         sections = _split_top(text[open_paren + 1:close], ":")
+        if len(sections) == 1 and "volatile" not in m.group(0):
+            continue  # an asm label of a system header's declaration (`__asm__("symbol")`), not a statement
         # `::` between the template and the inputs is two separators: empty output section.
         template = _template(sections[0])
         for name in ptx_instructions(template):

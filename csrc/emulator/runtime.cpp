@@ -295,7 +295,7 @@ bool overlaps_mbarrier(uint32_t addr, size_t bytes) {
 namespace {
 std::string agent_name(const Block& b, int agent) {
   if (agent < b.nthreads) return "thread " + std::to_string(agent);
-  return "a TMA load (engine slot " + std::to_string(agent - b.nthreads) + ")";
+  return "the TMA engine (slot " + std::to_string(agent - b.nthreads) + ")";
 }
 std::string hex(uint32_t a) {
   std::ostringstream os;

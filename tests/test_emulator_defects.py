@@ -1,0 +1,110 @@
+"""The executor's checks have teeth: deliberate defects, each applied to a copy of the kernel
+sources, must each be caught — by wrong numbers or by one of the executor's reports. Every mutant is
+built with a torch-free driver (tests/emulator/gemm_harness.cpp) and run in its own process; the
+unmodified sources must pass the same driver first (so a catch is the defect's doing)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from emulator_tools import Toolchain
+
+from accelkernels.emulator import build
+
+pytestmark = pytest.mark.emulated
+
+HARNESS = Path(__file__).parent / "emulator" / "gemm_harness.cpp"
+LAUNCHERS = {  # kernel file -> (launcher, element type)
+    "bmm_naive": ("launch_bmm_naive_f32", "float"),
+    "bmm_warptile": ("launch_bmm_warptile_f32", "float"),
+    "bmm_mma_sync": ("launch_bmm_mma_sync_f16", "__half"),
+    "bmm_wgmma": ("launch_bmm_wgmma_bf16", "__nv_bfloat16"),
+}
+PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
+    "bmm_naive": "1 33 17 19 1 0 2",
+    "bmm_warptile": "1 130 70 36 1 0 2",
+    "bmm_mma_sync": "2 136 72 88 1 0 2",
+    "bmm_mma_sync_mk": "1 136 72 88 0 0 2",
+    "bmm_wgmma": "1 130 70 600 1 1 1",
+}
+
+# (id, file, text, replacement, kernel file, problem)
+DEFECTS = [
+    ("wait_group count one too high", "mma_sync_tile.cuh", "cp_async_wait<kStages - 2>();",
+     "cp_async_wait<kStages - 1>();", "bmm_mma_sync", "bmm_mma_sync"),
+    ("missing __syncthreads in the cp.async ring", "mma_sync_tile.cuh",
+     "    __syncthreads();  // slice kt visible", "    // slice kt visible", "bmm_mma_sync", "bmm_mma_sync"),
+    ("swapped B fragment registers", "mma_sync_tile.cuh",
+     "bf[nt / 2][(nt % 2) * 2], bf[nt / 2][(nt % 2) * 2 + 1]",
+     "bf[nt / 2][(nt % 2) * 2 + 1], bf[nt / 2][(nt % 2) * 2]", "bmm_mma_sync", "bmm_mma_sync"),
+    ("unswizzled shared write", "mma_sync_tile.cuh", "cp_async_16(smem + swizzled(row, chunk, kRowElems * 2)",
+     "cp_async_16(smem + static_cast<unsigned>(row * kRowElems * 2 + chunk * 16)", "bmm_mma_sync", "bmm_mma_sync"),
+    ("ldmatrix without .trans on an M-contiguous tile", "mma_sync_tile.cuh",
+     "else ldmatrix_x4<true>(sa + swizzled(k + r, m / 8, BM * 2), af[mt]);",
+     "else ldmatrix_x4<false>(sa + swizzled(k + r, m / 8, BM * 2), af[mt]);", "bmm_mma_sync", "bmm_mma_sync_mk"),
+    ("cp.async zero-fill dropped", "mma_sync_tile.cuh", '"r"(valid ? 16 : 0)', '"r"(16)',
+     "bmm_mma_sync", "bmm_mma_sync"),
+    ("wrong descriptor stride byte offset", "bmm_wgmma.cu", "(uint64_t{1024 >> 4} << 32)",
+     "(uint64_t{512 >> 4} << 32)", "bmm_wgmma", "bmm_wgmma"),
+    ("wrong mbarrier parity", "bmm_wgmma.cu", "mbar_wait(&full[s], static_cast<unsigned>((step / kStages) & 1));",
+     "mbar_wait(&full[s], static_cast<unsigned>(((step / kStages) & 1) ^ 1));", "bmm_wgmma", "bmm_wgmma"),
+    ("TMA box off by one row", "bmm_wgmma.cu", "static_cast<int>(tm * BM), static_cast<int>(b), &full[s]);",
+     "static_cast<int>(tm * BM + 1), static_cast<int>(b), &full[s]);", "bmm_wgmma", "bmm_wgmma"),
+    ("stage released before its wgmma retired", "bmm_wgmma.cu",
+     '      asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");\n'
+     "      if (thread_in_group == 0) mbar_arrive(&empty[s]);",
+     "      if (thread_in_group == 0) mbar_arrive(&empty[s]);\n"
+     '      asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");', "bmm_wgmma", "bmm_wgmma"),
+    ("expect_tx byte count short by one box", "bmm_wgmma.cu", "mbar_expect_tx(&full[s], kStageBytes);",
+     "mbar_expect_tx(&full[s], kTileBytes);", "bmm_wgmma", "bmm_wgmma"),
+    ("out-of-bounds epilogue store", "epilogue.cuh", "if (row < p.m && col < p.n)", "if (row <= p.m && col < p.n)",
+     "bmm_mma_sync", "bmm_mma_sync"),
+    ("missing __syncthreads after a shared-tile refill (SIMT)", "bmm_warptile.cu",
+     "    if (t + 1 < tiles) store_tile(As[cur ^ 1], Bs[cur ^ 1], tid, ra, rb);\n    __syncthreads();",
+     "    if (t + 1 < tiles) store_tile(As[cur ^ 1], Bs[cur ^ 1], tid, ra, rb);", "bmm_warptile", "bmm_warptile"),
+]
+
+
+@pytest.fixture(scope="module")
+def toolchain(tmp_path_factory):
+    return Toolchain(tmp_path_factory.mktemp("defects"))
+
+
+def compile_kernel(tools: Toolchain, kernels_dir: Path, kernel: str, out: Path) -> Path:
+    launcher, element = LAUNCHERS[kernel]
+    return tools.program(kernels_dir / f"{kernel}.cu", out, kernels_dir, defines=(f"AK_LAUNCH={launcher}", f"AK_T={element}"),
+                         extra_sources=(HARNESS,))
+
+
+def run(exe: Path, problem: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(exe), *PROBLEMS[problem].split()], capture_output=True, text=True, timeout=300)
+
+
+def copy_of_kernels(root: Path, name: str) -> Path:
+    target = root / name
+    shutil.copytree(build.KERNELS, target)
+    return target
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_unmodified_sources_pass_the_driver(toolchain, problem):
+    kernel = problem.removesuffix("_mk")
+    exe = compile_kernel(toolchain, build.KERNELS, kernel, toolchain.root / f"clean_{problem}")
+    done = run(exe, problem)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("what,file,text,replacement,kernel,problem", DEFECTS, ids=[d[0] for d in DEFECTS])
+def test_defect_is_caught(toolchain, what, file, text, replacement, kernel, problem):
+    slug = "".join(c if c.isalnum() else "_" for c in what)
+    kernels = copy_of_kernels(toolchain.root, slug)
+    source = (kernels / file).read_text()
+    assert source.count(text) == 1, f"the defect's anchor is not in {file} exactly once: {text!r}"
+    (kernels / file).write_text(source.replace(text, replacement))
+    exe = compile_kernel(toolchain, kernels, kernel, toolchain.root / f"{slug}_{kernel}")
+    done = run(exe, problem)
+    print(f"{what}: exit {done.returncode}: {done.stdout.strip()[:400]}")
+    assert done.returncode in (1, 2), f"not caught: {what}\n{done.stdout}{done.stderr}"
