@@ -234,7 +234,7 @@ def _rewrite_launches(text: str, loc: _Locator) -> str:
 
 
 _SHARED = re.compile(
-    r"(extern\s+)?__ak_shared__\s+(?:__ak_align__\((\d+)\)\s+)?([A-Za-z_][\w:\s]*?)\s+(\w+)\s*((?:\[[^\]]*\])+)\s*;")
+    r"(extern\s+)?__ak_shared__\s+(?:__ak_align__\((\d+)\)\s+)?([A-Za-z_][\w:\s]*?)\s+(\w+)\s*((?:\[[^\]]*\])*)\s*;")
 
 
 def _rewrite_shared(text: str) -> str:

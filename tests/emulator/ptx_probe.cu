@@ -48,9 +48,9 @@ __global__ void cp_async_probe(const uint8_t* src, uint8_t* out) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(base + 32), "l"(src + 32), "r"(0));
   mma_tile::cp_async_commit();
   mma_tile::cp_async_wait<1>();
-  for (int i = 0; i < 32; ++i) out[i] = slots[i / 16][i % 16];  // the third slot is read before its wait: poison
+  for (int i = 0; i < 48; ++i) out[i] = slots[i / 16][i % 16];  // the third slot is read before its wait: poison
   mma_tile::cp_async_wait<0>();
-  for (int i = 0; i < 16; ++i) out[32 + i] = slots[2][i];
+  for (int i = 0; i < 16; ++i) out[48 + i] = slots[2][i];
 }
 
 // A fresh mbarrier: try_wait.parity 1 succeeds at once (the "preceding phase"), parity 0 only after
@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
     } else if (what == "cp_async") {
       alignas(16) uint8_t src[48];
       for (int i = 0; i < 48; ++i) src[i] = static_cast<uint8_t>(i + 1);
-      std::vector<uint8_t> out(48);
+      std::vector<uint8_t> out(64);
       ak_emu::register_global(src, sizeof(src), false, "src");
       cp_async_probe<<<1, 1>>>(src, out.data());
       print("bytes", out);
