@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernel_registry.h"
+#include "registry_listing.h"
 
 // setup.py / the first-use build pass these as bare tokens; stringize them here.
 #define AK_STRINGIZE_(...) #__VA_ARGS__
@@ -22,29 +23,6 @@
 
 namespace {
 
-py::dict kernel_entry(const char* name, const char* op, const char* dtypes, const char* min_arch,
-                      const char* description, bool tensor_cores) {
-  py::dict d;
-  d["name"] = name;
-  d["op"] = op;
-  d["dtypes"] = dtypes;
-  d["min_arch"] = min_arch;
-  d["description"] = description;
-  d["tensor_cores"] = tensor_cores;
-  return d;
-}
-
-py::list kernels() {
-  py::list out;
-  for (const auto& k : accelkernels::bmm_kernels())
-    out.append(kernel_entry(k.name, "cuda_bmm", k.dtypes, k.min_arch, k.description,
-                            k.operands != accelkernels::Operands::kStrided));
-  for (const auto& k : accelkernels::conv_kernels())
-    out.append(kernel_entry(k.name, accelkernels::conv_op_name(k.pass), k.dtypes, k.min_arch, k.description,
-                            k.tensor_cores));
-  return out;
-}
-
 py::dict build_info() {
   py::dict d;
   d["torch_version"] = AK_STRINGIZE(ACCELKERNELS_TORCH_VERSION);
@@ -52,7 +30,7 @@ py::dict build_info() {
   d["cudart_version"] = CUDART_VERSION;
   d["arch_list"] = AK_STRINGIZE(ACCELKERNELS_ARCH_LIST);
   d["compiler"] = __VERSION__;
-  d["kernels"] = kernels();
+  d["kernels"] = accelkernels::registry_listing();
   return d;
 }
 
@@ -61,6 +39,6 @@ py::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "accelkernels CUDA extension: build info and the kernel registry";
   m.def("build_info", &build_info, "How this extension was built (torch, CUDA, arch list, kernels)");
-  m.def("kernels", &kernels,
+  m.def("kernels", &accelkernels::registry_listing,
         "Every kernel in the registry (GEMM, then conv2d passes), with its op, dtypes and minimum arch");
 }

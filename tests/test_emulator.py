@@ -26,9 +26,9 @@ def emu():
     from accelkernels import emulator
 
     module = emulator.module()
-    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3)
+    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3, grid_z_sample=0, replay=True)
     yield module
-    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3)
+    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3, grid_z_sample=0, replay=False)
     if saved is None:
         os.environ.pop("ACCELKERNELS_CUDA_EMULATE", None)
     else:
@@ -99,6 +99,23 @@ def test_k_zero_gives_the_epilogue_of_zero(emu, kernel, dtype):
     assert torch.equal(out, torch.relu(bias).expand(2, 16, 16))
 
 
+@pytest.mark.parametrize("kernel,dtype", [("naive", torch.float32), ("warptile", torch.float32),
+                                          ("mma_sync", torch.bfloat16)])
+def test_batches_above_the_grid_z_limit(emu, kernel, dtype):
+    """70000 batches of 8x8x8: two launches (65535 + 4465 along grid z). Only the first and last two
+    blocks of each launch run (grid_z_sample=2); their batches must be right, the rest never written."""
+    batch = 70000
+    a, b = operands(batch, 8, 8, 8, dtype)
+    emu.configure(grid_z_sample=2)
+    try:
+        out = torch.ops.accelkernels.cuda_bmm(a, b, None, "none", kernel)
+    finally:
+        emu.configure(grid_z_sample=0)
+    ran = [0, 1, 65533, 65534, 65535, 65536, 69998, 69999]
+    assert_within_2x_torch_error(out[ran], torch.bmm(a[ran], b[ran]), torch.bmm(a[ran].double(), b[ran].double()))
+    assert torch.isnan(out[2:65533]).all() and torch.isnan(out[65537:69998]).all()
+
+
 def test_backend_cuda_serves_cpu_tensors_with_the_gpu_kernel_choice(emu):
     import accelkernels as ak
     from accelkernels.backends.cuda_backend import gemm_kernel_for
@@ -160,8 +177,9 @@ def test_weight_grad_split_k_slices(emu):
 
 def test_direct_conv_unstaged_path(emu):
     """A dilation so large that one channel's patch does not fit 44 KB: the global-memory path."""
-    x, wt, b = conv_cases.make_conv(1, 2, 70, 90, 3, 3, 3, 1, torch.float32, "nchw")
-    conv_cases.check_against_float64(x, wt, b, dict(stride=(1, 1), padding=(0, 0), dilation=(30, 40), groups=1),
+    # patch (7 + 2*60 + 1) x (15 + 2*80 + 1) floats per channel > the 44 KB stage
+    x, wt, b = conv_cases.make_conv(1, 2, 125, 165, 3, 3, 3, 1, torch.float32, "nchw")
+    conv_cases.check_against_float64(x, wt, b, dict(stride=(1, 1), padding=(0, 0), dilation=(60, 80), groups=1),
                                      "relu", backend="cuda", grads=False)
 
 

@@ -74,7 +74,7 @@ def _flags(include: Path) -> list[str]:
 def source_hash(extra: list[str]) -> str:
     h = hashlib.sha256()
     files = sorted(KERNELS.glob("*")) + sorted(EMULATOR.glob("*")) + [CSRC / n for n in HOST_SOURCES]
-    files += [CSRC / "device_host.h", CSRC / "kernel_registry.h", Path(__file__), Path(__file__).with_name("rewrite.py")]
+    files += [CSRC / "device_host.h", CSRC / "kernel_registry.h", CSRC / "registry_listing.h", Path(__file__), Path(__file__).with_name("rewrite.py")]
     for f in files:
         if f.is_file():
             h.update(f.name.encode())

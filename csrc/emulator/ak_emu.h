@@ -130,6 +130,9 @@ struct Settings {
   uint64_t seed = 0;                  // thread order within a block (0: in order, else shuffled)
   int tma_delay = 3;                  // scheduler steps a TMA load stays in flight (at most)
   size_t smem_per_block_optin = 232448;  // 227 KB (H100/H200)
+  bool replay = false;                // run every launch twice (the second time in reverse thread order) and
+                                      // require bit-identical outputs: races of plain C++ accesses change them
+  unsigned grid_z_sample = 0;         // tests only: run just the first and last N blocks along z (0: all)
 };
 Settings& settings();
 void register_global(const void* begin, size_t bytes, bool writable, const char* name);

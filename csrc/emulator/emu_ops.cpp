@@ -9,6 +9,7 @@
 
 #include "../device_host.h"
 #include "../kernel_registry.h"
+#include "../registry_listing.h"
 #include "ak_emu.h"
 #include "tensor_map.h"
 
@@ -107,11 +108,14 @@ py::dict settings_dict() {
   d["seed"] = s.seed;
   d["tma_delay"] = s.tma_delay;
   d["shared_memory_per_block"] = s.smem_per_block_optin;
+  d["grid_z_sample"] = s.grid_z_sample;
+  d["replay"] = s.replay;
   return d;
 }
 
 py::dict configure(std::optional<int> sm_count, std::optional<std::pair<int, int>> capability,
-                   std::optional<uint64_t> seed, std::optional<int> tma_delay) {
+                   std::optional<uint64_t> seed, std::optional<int> tma_delay, std::optional<unsigned> grid_z_sample,
+                   std::optional<bool> replay) {
   auto& s = ak_emu::settings();
   if (sm_count) {
     TORCH_CHECK_VALUE(*sm_count >= 1 && *sm_count <= 1024, "sm_count must be 1..1024, got ", *sm_count);
@@ -130,27 +134,9 @@ py::dict configure(std::optional<int> sm_count, std::optional<std::pair<int, int
     TORCH_CHECK_VALUE(*tma_delay >= 1, "tma_delay must be >= 1, got ", *tma_delay);
     s.tma_delay = *tma_delay;
   }
+  if (grid_z_sample) s.grid_z_sample = *grid_z_sample;
+  if (replay) s.replay = *replay;
   return settings_dict();
-}
-
-py::list kernels() {
-  py::list out;
-  auto entry = [&](const char* name, const char* op, const char* dtypes, const char* arch, const char* description,
-                   bool tc) {
-    py::dict d;
-    d["name"] = name;
-    d["op"] = op;
-    d["dtypes"] = dtypes;
-    d["min_arch"] = arch;
-    d["description"] = description;
-    d["tensor_cores"] = tc;
-    out.append(d);
-  };
-  for (const auto& k : accelkernels::bmm_kernels())
-    entry(k.name, "cuda_bmm", k.dtypes, k.min_arch, k.description, k.operands != accelkernels::Operands::kStrided);
-  for (const auto& k : accelkernels::conv_kernels())
-    entry(k.name, accelkernels::conv_op_name(k.pass), k.dtypes, k.min_arch, k.description, k.tensor_cores);
-  return out;
 }
 
 }  // namespace
@@ -159,9 +145,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "accelkernels' CPU executor of the CUDA kernels (ACCELKERNELS_CUDA_EMULATE=1)";
   m.def("configure", &configure, py::arg("sm_count") = py::none(), py::arg("compute_capability") = py::none(),
         py::arg("seed") = py::none(), py::arg("tma_delay") = py::none(),
-        "Set the emulated device (SM count, compute capability 9.0/8.0, thread-order seed, TMA delay)");
+        py::arg("grid_z_sample") = py::none(), py::arg("replay") = py::none(),
+        "Set the emulated device (SM count, compute capability 9.0/8.0, thread-order seed, TMA delay; "
+        "grid_z_sample=N runs only the first and last N blocks along grid z, for tests of huge batches; "
+        "replay=True runs every launch twice, the second time in reverse thread order, and requires identical outputs)");
   m.def("settings", &settings_dict, "The emulated device's settings");
-  m.def("kernels", &kernels, "The kernel registry (as accelkernels._C.kernels())");
+  m.def("kernels", &accelkernels::registry_listing, "The kernel registry (as accelkernels._C.kernels())");
   m.def("known_ptx", &ak_emu::known_ptx_instructions, "The PTX instructions the executor interprets");
   m.def("last_tensor_map_error", [] { return ak_emu::last_tensor_map_error(); });
 }

@@ -445,7 +445,7 @@ void land_tma(Block& b, size_t i) {
   t.land();
 }
 
-void run_block(const LaunchSpec& spec, uint3 idx, int nthreads, uint64_t seed) {
+void run_block(const LaunchSpec& spec, uint3 idx, int nthreads, uint64_t seed, bool reverse) {
   Block b;
   b.spec = &spec;
   b.idx = idx;
@@ -467,6 +467,7 @@ void run_block(const LaunchSpec& spec, uint3 idx, int nthreads, uint64_t seed) {
     std::mt19937_64 gen(seed ^ (uint64_t{idx.x} << 32) ^ (uint64_t{idx.y} << 16) ^ idx.z);
     std::shuffle(order.begin(), order.end(), gen);
   }
+  if (reverse) std::reverse(order.begin(), order.end());
   for (int t = 0; t < nthreads; ++t) {
     auto f = std::make_unique<Fiber>();
     f->tid = t;
@@ -550,25 +551,56 @@ void run_launch(const LaunchSpec& spec, void (*body)(void*), void* closure) {
   if (g_block) throw std::runtime_error("accelkernels emulator: a kernel launched another kernel (not supported)");
   const uint64_t threads = uint64_t{spec.block.x} * spec.block.y * spec.block.z;
   std::ostringstream os;
-  os << "launch of `" << spec.callee << "` by " << spec.launcher << " (" << spec.file << ":" << spec.line << "): ";
+  os << "accelkernels emulator: launch of `" << spec.callee << "` by " << spec.launcher << " (" << spec.file << ":" << spec.line << "): ";
   if (threads == 0 || threads > 1024 || spec.block.z > 64)
-    throw std::runtime_error("accelkernels emulator: invalid launch: " + os.str() + std::to_string(threads) +
+    throw std::runtime_error(os.str() + "invalid launch: " + std::to_string(threads) +
                              " threads per block (1..1024, blockDim.z <= 64)");
   if (spec.grid.x == 0 || spec.grid.y == 0 || spec.grid.z == 0 || spec.grid.y > 65535 || spec.grid.z > 65535 ||
       spec.grid.x > 2147483647u)
-    throw std::runtime_error("accelkernels emulator: invalid launch: " + os.str() + "grid (" +
+    throw std::runtime_error(os.str() + "invalid launch: " + "grid (" +
                              std::to_string(spec.grid.x) + "," + std::to_string(spec.grid.y) + "," +
                              std::to_string(spec.grid.z) + ") outside CUDA's limits");
   size_t limit = kDefaultDynamicLimit;
   function_smem_limit(spec.function, &limit);
   if (spec.dynamic_smem > limit)
-    throw std::runtime_error("accelkernels emulator: invalid launch: " + os.str() + std::to_string(spec.dynamic_smem) +
+    throw std::runtime_error(os.str() + "invalid launch: " + std::to_string(spec.dynamic_smem) +
                              " bytes of dynamic shared memory, above the kernel's limit of " + std::to_string(limit) +
                              " (cudaFuncSetAttribute(MaxDynamicSharedMemorySize) raises it)");
   g_body = Current{body, closure};
-  for (unsigned z = 0; z < spec.grid.z; ++z)
-    for (unsigned y = 0; y < spec.grid.y; ++y)
-      for (unsigned x = 0; x < spec.grid.x; ++x) run_block(spec, uint3{x, y, z}, static_cast<int>(threads), settings().seed);
+  auto run_grid = [&](bool reverse) {
+    const unsigned sample = settings().grid_z_sample;
+    for (unsigned z = 0; z < spec.grid.z; ++z) {
+      if (sample && spec.grid.z > 2 * sample && z >= sample && z < spec.grid.z - sample) continue;
+      for (unsigned y = 0; y < spec.grid.y; ++y)
+        for (unsigned x = 0; x < spec.grid.x; ++x)
+          run_block(spec, uint3{x, y, z}, static_cast<int>(threads), settings().seed, reverse);
+    }
+  };
+  if (!settings().replay) {
+    run_grid(false);
+    return;
+  }
+  // Replay: the same launch in the reverse thread order must write the same bits.
+  std::vector<GlobalRange> outputs;
+  {
+    std::lock_guard<std::mutex> lock(g_globals_mutex);
+    for (const auto& g : g_globals)
+      if (g.writable) outputs.push_back(g);
+  }
+  std::vector<std::vector<uint8_t>> before, first;
+  for (const auto& g : outputs) before.emplace_back(g.begin, g.begin + g.bytes);
+  run_grid(false);
+  for (const auto& g : outputs) first.emplace_back(g.begin, g.begin + g.bytes);
+  for (size_t i = 0; i < outputs.size(); ++i) std::memcpy(const_cast<uint8_t*>(outputs[i].begin), before[i].data(), outputs[i].bytes);
+  run_grid(true);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const uint8_t* now = outputs[i].begin;
+    for (size_t j = 0; j < outputs[i].bytes; ++j)
+      if (now[j] != first[i][j])
+        throw std::runtime_error(os.str() + "outputs differ between two thread orders (in order, then reversed) at byte " +
+                                 std::to_string(j) + " of `" + outputs[i].name +
+                                 "`: a race between plain shared- or global-memory accesses (a missing barrier)");
+  }
 }
 
 void wake_mbarrier_waiters(uint32_t bar) {

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   const int64_t batch = std::atol(argv[1]), m = std::atol(argv[2]), n = std::atol(argv[3]), k = std::atol(argv[4]);
   const bool a_k = std::atoi(argv[5]) != 0, b_k = std::atoi(argv[6]) != 0;
   ak_emu::settings().sm_count = std::atoi(argv[7]);
+  ak_emu::settings().replay = true;  // a second, reversed thread order must give the same bits
   using T = AK_T;
   constexpr int64_t kGuard = 256;
   std::mt19937 gen(1234);
