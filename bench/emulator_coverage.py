@@ -76,9 +76,9 @@ def main() -> int:
         shown = ", ".join(str(x) for x in missed[:40]) + (" ..." if len(missed) > 40 else "")
         md.append(f"| {name} | {n} | {100.0 * (n - miss) / max(1, n):.1f}% | {shown} |")
     md += ["", "## Lines not reached", ""]
-    for name, _, _, missed in rows:
-        for number in missed:
-            md.append(f"- `{name}:{number}` `{text[name][number][:100]}`")
+    listed = dict.fromkeys(f"- `{name}:{number}` `{text[name][number][:100]}`" for name, _, _, missed in rows
+                           for number in missed)
+    md += list(listed)
     Path(args.output).write_text("\n".join(md) + "\n")
     print(f"{lines_total - missed_total}/{lines_total} lines ({pct:.1f}%) -> {args.output}")
     return 0

@@ -12,11 +12,13 @@ from accelkernels.emulator.rewrite import rewrite
 
 
 class Toolchain:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, sanitize: bool = False):
+        """sanitize: AddressSanitizer on everything (plain C++ global accesses of the kernels are checked
+        there; the executor's fibers are ucontext, which ASan supports with a warning)."""
         self.root = root
         self.cxx, self.include = build.compiler(), build.cuda_include_dir()
         self.common = ["-std=c++20", "-O1", "-Wno-unknown-pragmas", "-Wno-attributes", f"-I{self.include}",
-                       f"-I{build.EMULATOR}", f"-I{build.KERNELS}"]
+                       f"-I{build.EMULATOR}", f"-I{build.KERNELS}"] + (["-g", "-fsanitize=address"] if sanitize else [])
         self.objects = []
         for name in ("runtime.cpp", "ptx.cpp", "cuda_api.cpp"):
             obj = root / (name + ".o")

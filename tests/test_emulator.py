@@ -230,3 +230,14 @@ def test_bad_settings_are_refused(emu):
         emu.configure(compute_capability=(7, 5))
     with pytest.raises(ValueError, match="sm_count"):
         emu.configure(sm_count=0)
+
+
+def test_missing_compiler_or_headers_say_what_to_install(monkeypatch, tmp_path):
+    from accelkernels.emulator import EmulatorBuildError, build
+
+    monkeypatch.setattr(build, "header_candidates", lambda: [tmp_path])
+    with pytest.raises(EmulatorBuildError, match=r"CUDA headers were not found .*CUDA_HOME.*pip install torch"):
+        build.cuda_include_dir()
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(EmulatorBuildError, match=r"no C\+\+ compiler found .*apt-get install g\+\+"):
+        build.compiler()

@@ -73,6 +73,11 @@ def toolchain(tmp_path_factory):
     return Toolchain(tmp_path_factory.mktemp("defects"))
 
 
+@pytest.fixture(scope="module")
+def asan_toolchain(tmp_path_factory):
+    return Toolchain(tmp_path_factory.mktemp("defects_asan"), sanitize=True)
+
+
 def compile_kernel(tools: Toolchain, kernels_dir: Path, kernel: str, out: Path) -> Path:
     launcher, element = LAUNCHERS[kernel]
     return tools.program(kernels_dir / f"{kernel}.cu", out, kernels_dir, defines=(f"AK_LAUNCH={launcher}", f"AK_T={element}"),
@@ -108,3 +113,20 @@ def test_defect_is_caught(toolchain, what, file, text, replacement, kernel, prob
     done = run(exe, problem)
     print(f"{what}: exit {done.returncode}: {done.stdout.strip()[:400]}")
     assert done.returncode in (1, 2), f"not caught: {what}\n{done.stdout}{done.stderr}"
+
+
+def test_plain_global_read_past_a_tensor_is_caught_by_the_sanitizer(asan_toolchain):
+    """A SIMT kernel's plain C++ load past the end of A: only a sanitizer sees it. The case runs in its own
+    process under AddressSanitizer, and the sanitizer's report is the catch (the clean kernel passes there)."""
+    clean = compile_kernel(asan_toolchain, build.KERNELS, "bmm_naive", asan_toolchain.root / "clean_naive")
+    assert run(clean, "bmm_naive").returncode == 0
+    kernels = copy_of_kernels(asan_toolchain.root, "read_past_a")
+    source = (kernels / "bmm_naive.cu").read_text()
+    anchor = "for (int64_t k = 0; k < p.k; ++k)"
+    assert source.count(anchor) == 1
+    (kernels / "bmm_naive.cu").write_text(source.replace(anchor, "for (int64_t k = 0; k <= p.k; ++k)"))
+    exe = compile_kernel(asan_toolchain, kernels, "bmm_naive", asan_toolchain.root / "read_past_a")
+    done = run(exe, "bmm_naive")
+    report = [line for line in done.stderr.splitlines() if "ERROR: AddressSanitizer" in line]
+    print(f"read past A: exit {done.returncode}: {report[:1]}")
+    assert done.returncode != 0 and report, done.stdout + done.stderr[-2000:]

@@ -40,8 +40,8 @@ def compiler() -> str:
     return found
 
 
-def cuda_include_dir() -> Path:
-    """A folder with cuda_runtime.h, cuda.h and cuda_fp16.h: $CUDA_HOME/include, else torch's wheel."""
+def header_candidates() -> list[Path]:
+    """Where the CUDA headers may be, in order: $CUDA_HOME, /usr/local/cuda, torch's CUDA wheel."""
     candidates = []
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):
@@ -51,6 +51,12 @@ def cuda_include_dir() -> Path:
     if spec is not None and spec.submodule_search_locations:
         for root in spec.submodule_search_locations:
             candidates += sorted(Path(root).glob("cu*/include")) + sorted(Path(root).glob("cuda_runtime/include"))
+    return candidates
+
+
+def cuda_include_dir() -> Path:
+    """A folder with cuda_runtime.h, cuda.h and cuda_fp16.h."""
+    candidates = header_candidates()
     for c in candidates:
         if (c / "cuda_runtime.h").exists() and (c / "cuda.h").exists() and (c / "cuda_fp16.h").exists():
             return c
