@@ -449,7 +449,9 @@ void tma_load(const Instr& in, const Regs& r) {
 
 // ---- wgmma (warpgroup collectives) -----------------------------------------------------------------
 
-float smem_operand(uint64_t desc, int row, int k, bool bf16, int agent, const VC& vc, const char* what) {
+// Element (row, k) of a K-major 128B-swizzled operand: 128-byte rows, 8-row atoms SBO apart, the
+// XOR on the absolute shared address (EMULATION.md §1f).
+float smem_operand(uint64_t desc, int row, int k, bool bf16, const char* what) {
   const uint32_t start = static_cast<uint32_t>((desc & 0x3FFF) << 4);
   const uint32_t sbo = static_cast<uint32_t>(((desc >> 32) & 0x3FFF) << 4);
   uint32_t lin = start + static_cast<uint32_t>(row / 8) * sbo + static_cast<uint32_t>(row % 8) * 128 + 2 * k;
@@ -457,8 +459,6 @@ float smem_operand(uint64_t desc, int row, int k, bool bf16, int agent, const VC
   const uint8_t* p = shared_ptr(phys, 2, 2, what);
   uint16_t h;
   std::memcpy(&h, p, 2);
-  (void)agent;
-  (void)vc;
   return half_bits_to_float(h, bf16);
 }
 
@@ -487,9 +487,9 @@ void wgmma_retire(WgmmaOp& op, int agent, const VC& vc) {
   }
   static thread_local float A[64][16], B[128][16];
   for (int m = 0; m < 64; ++m)
-    for (int k = 0; k < 16; ++k) A[m][k] = smem_operand(op.desc_a, m, k, op.bf16, agent, vc, "wgmma A operand");
+    for (int k = 0; k < 16; ++k) A[m][k] = smem_operand(op.desc_a, m, k, op.bf16, "wgmma A operand");
   for (int n = 0; n < 128; ++n)
-    for (int k = 0; k < 16; ++k) B[n][k] = smem_operand(op.desc_b, n, k, op.bf16, agent, vc, "wgmma B operand");
+    for (int k = 0; k < 16; ++k) B[n][k] = smem_operand(op.desc_b, n, k, op.bf16, "wgmma B operand");
   if (!op.chained)
     for (int t = 0; t < 128; ++t)
       for (int i = 0; i < 64; ++i) *op.regs[t * 64 + i] = op.saved[t * 64 + i];
