@@ -28,7 +28,6 @@ struct Instr {
 };
 struct PtxProgram {
   std::string text, where;
-  std::string constraints;
   std::vector<Instr> code;
 };
 
@@ -401,9 +400,7 @@ void tma_load(const Instr& in, const Regs& r) {
   t.countdown = 1 + static_cast<int>(b.rng ? (b.rng = b.rng * 6364136223846793005ull + 1442695040888963407ull) >> 60 : 0) %
                         std::max(1, settings().tma_delay);
   t.bar_phase = m.phase;
-  t.vc = f.vc;
   t.issuer = f.tid;
-  t.agent = agent;
   t.land = [tm, coord0 = coord[0], coord1 = coord[1], coord2 = coord[2], dst, bar, bytes, agent, phase = m.phase,
             vc = f.vc]() mutable {
     Block& bb = block();
@@ -514,7 +511,6 @@ void wgmma_mma(const Instr& in, const Regs& r, bool bf16, const std::string& whe
     if (!b.wg_fenced[wg]) fail("wgmma misuse", "wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
     WgmmaOp op;
     op.bf16 = bf16;
-    op.where = where;
     auto* l0 = static_cast<LaneOps*>(lanes[0]->coll_payload);
     op.desc_a = l0->regs->get(l0->instr->args[1].slot);
     op.desc_b = l0->regs->get(l0->instr->args[2].slot);
@@ -579,7 +575,9 @@ void wgmma_sync_op(const Instr& in, const std::string& where, int kind, int64_t 
 
 }  // namespace
 
-const PtxProgram& compile_ptx(const char* tmpl, const char* constraints, const char* file, int line) {
+// `constraints` (the asm operands' letters, "=r,r,l") documents the site in the generated source; each
+// Operand carries its own kind at run time.
+const PtxProgram& compile_ptx(const char* tmpl, [[maybe_unused]] const char* constraints, const char* file, int line) {
   const std::string where = std::string(file) + ":" + std::to_string(line);
   std::lock_guard<std::mutex> lock(g_programs_mutex);
   auto key = std::make_pair(std::string(tmpl), where);
@@ -588,7 +586,6 @@ const PtxProgram& compile_ptx(const char* tmpl, const char* constraints, const c
   auto prog = std::make_unique<PtxProgram>();
   prog->text = tmpl;
   prog->where = where;
-  prog->constraints = constraints;
   std::string stmt;
   std::vector<std::string> stmts;
   for (char c : std::string(tmpl)) {

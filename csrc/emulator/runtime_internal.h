@@ -34,7 +34,6 @@ struct WgmmaOp {  // one wgmma.mma_async of a warpgroup, applied when its group 
   std::vector<float*> regs;        // 128 lanes x 64 accumulator registers (the lanes' own frames)
   std::vector<float> saved;        // their values when the chain started
   bool chained;                    // continues the in-flight accumulation of the previous op
-  std::string where;
 };
 
 struct Fiber {
@@ -81,11 +80,8 @@ struct TmaLoad {
   uint32_t bar;
   int countdown;
   uint32_t bar_phase;
-  VC vc;
   int issuer;
-  std::function<void()> land;  // copies the box (ptx.cpp)
-  std::vector<uint32_t> granules;
-  int agent;
+  std::function<void()> land;  // copies the box, completes the transaction (ptx.cpp)
 };
 
 struct Block {
@@ -97,7 +93,6 @@ struct Block {
   uint8_t* arena = nullptr;  // the shared window (1024-byte aligned)
   size_t static_end = 0, dyn_offset = 0, dyn_size = 0, window = 0;
   std::vector<std::pair<const void*, size_t>> static_sites;
-  bool dyn_placed = false;
   // __syncthreads
   std::vector<int> barrier_arrived;
   std::string barrier_where;
