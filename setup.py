@@ -10,7 +10,9 @@ installed torch). Switches:
 - ``TORCH_CUDA_ARCH_LIST``: target architectures; default 8.0 and 9.0a when no GPU is visible.
 - ``MAX_JOBS``: parallel compile jobs (torch's ninja build reads it).
 
-Without an ahead-of-time build, a GPU machine with nvcc compiles the same sources on first use.
+Values are validated by accelkernels/_env.py (``ACCELKERNELS_FORCE_CUDA=maybe`` is an error, not "off").
+Without an ahead-of-time build, a GPU machine with nvcc compiles the same sources on first use: every
+install ships them (a wheel as the package data accelkernels/_csrc/, see pyproject.toml).
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 
 
-def _load_build_config():
+def _load(name: str):
     # Loaded by path: importing the accelkernels package here would import torch.
-    spec = importlib.util.spec_from_file_location("_ak_build_config", ROOT / "accelkernels" / "_build_config.py")
+    spec = importlib.util.spec_from_file_location(f"_ak{name}", ROOT / "accelkernels" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-cfg = _load_build_config()
+cfg = _load("_build_config")
+env = _load("_env")  # the validating reader: ACCELKERNELS_FORCE_CUDA=maybe fails here, by name
 
 
 def _say(msg: str) -> None:
@@ -42,8 +45,8 @@ def _say(msg: str) -> None:
 
 def _cuda_extensions():
     """Return (ext_modules, cmdclass) for csrc/, or ([], {}) with the reason printed."""
-    force = cfg.env_flag("ACCELKERNELS_FORCE_CUDA")
-    if cfg.env_flag("ACCELKERNELS_SKIP_CUDA_BUILD"):
+    force = env.flag("ACCELKERNELS_FORCE_CUDA")
+    if env.flag("ACCELKERNELS_SKIP_CUDA_BUILD"):
         if force:
             raise RuntimeError("ACCELKERNELS_SKIP_CUDA_BUILD=1 and ACCELKERNELS_FORCE_CUDA=1 contradict each other")
         _say("ACCELKERNELS_SKIP_CUDA_BUILD=1: Python-only install")
@@ -71,6 +74,7 @@ def _cuda_extensions():
         problems.append("nvcc not found (set CUDA_HOME, e.g. CUDA_HOME=/usr/local/cuda)")
     elif not Path(CUDA_HOME, "include", "cuda_runtime.h").exists():
         problems.append(f"CUDA_HOME={CUDA_HOME} has no include/cuda_runtime.h (point CUDA_HOME at the toolkit)")
+    env.check("MAX_JOBS")  # torch ignores a non-numeric value and lets ninja use every core: say so instead
     if problems:
         reason = "; ".join(problems)
         if force:
@@ -86,8 +90,8 @@ def _cuda_extensions():
     flags = cfg.compile_flags(torch.__version__, torch.version.cuda, arch_list)
     ext = CUDAExtension(
         name=cfg.EXTENSION_NAME,
-        sources=[os.path.relpath(s, ROOT) for s in cfg.sources(ROOT)],
-        include_dirs=[str(cfg.csrc_dir(ROOT))],
+        sources=[os.path.relpath(s, ROOT) for s in cfg.sources()],
+        include_dirs=[str(cfg.csrc_dir())],
         extra_compile_args=flags,
     )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}

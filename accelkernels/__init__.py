@@ -12,6 +12,8 @@ from .convert import convert
 from .ops import conv2d, linear, matmul
 from .ops._checks import InvalidArgumentError
 
+# The one place the version is written: pyproject.toml reads it statically (`dynamic = ["version"]`), so
+# the wheel's metadata, `accelkernels --version` and this attribute agree (tests/test_cli_and_extension.py).
 __version__ = "0.1.0"
 
 __all__ = [

@@ -49,6 +49,20 @@ def apply(z: torch.Tensor, activation: str) -> torch.Tensor:
     return apply_(z, activation)
 
 
+def check_autograd(fn: str, activation: str, tensors) -> None:
+    """Raise where torch's activation would: torch computes silu of complex tensors but has no
+    derivative for it, so F.silu raises when autograd records it. The registered ops run their
+    forward without autograd, so the public functions ask here first. (relu and gelu have no
+    complex kernel at all: their forward raises either way.)"""
+    if activation != "silu" or not tensors[0].is_complex() or not torch.is_grad_enabled():
+        return
+    if any(t is not None and t.requires_grad for t in tensors):
+        from .ops._checks import fail  # lazily: accelkernels.ops imports this module
+
+        fail(fn, f"activation='silu' has no gradient for {tensors[0].dtype} tensors in torch (F.silu raises "
+                 "under autograd for complex outputs); compute without requires_grad, or without the activation")
+
+
 def needs_preactivation(activation: str) -> bool:
     """relu's gradient can be read off its output; gelu's and silu's need the pre-activation."""
     return activation in ("gelu", "silu")

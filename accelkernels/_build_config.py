@@ -7,7 +7,6 @@ path before torch is known to be importable.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 EXTENSION_NAME = "accelkernels._C"
@@ -18,15 +17,26 @@ JIT_EXTENSION_NAME = "accelkernels_C_jit"
 DEFAULT_ARCH_LIST = "8.0;9.0a"
 
 
-def csrc_dir(repo_root: Path) -> Path:
-    return repo_root / "csrc"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# A wheel installs csrc/ as the package data accelkernels/_csrc/ (pyproject.toml), so the first-use
+# builds work from any install; a checkout (editable install, setup.py) has it beside the package.
+INSTALLED_CSRC = PACKAGE_DIR / "_csrc"
+CHECKOUT_CSRC = PACKAGE_DIR.parent / "csrc"
 
 
-def sources(repo_root: Path) -> list[str]:
-    """Every C++ and CUDA source under csrc/, sorted so builds are reproducible; csrc/emulator/ (the
-    CPU executor of the kernels, built by accelkernels.emulator) is not part of the CUDA extension."""
-    root = csrc_dir(repo_root)
-    files = [p for p in sorted(root.rglob("*.cpp")) + sorted(root.rglob("*.cu")) if "emulator" not in p.parts]
+def csrc_dir() -> Path:
+    """The folder of the C++/CUDA sources that every build compiles (the one place that knows where)."""
+    return INSTALLED_CSRC if INSTALLED_CSRC.is_dir() else CHECKOUT_CSRC
+
+
+def sources(root: Path | None = None) -> list[str]:
+    """Every C++ and CUDA source under ``root`` (default: csrc_dir()), sorted so builds are reproducible;
+    csrc/emulator/ (the CPU executor of the kernels, built by accelkernels.emulator) is not part of the
+    CUDA extension."""
+    root = csrc_dir() if root is None else root
+    # relative parts: a folder named "emulator" above the install must not hide every source
+    files = [p for p in sorted(root.rglob("*.cpp")) + sorted(root.rglob("*.cu"))
+             if "emulator" not in p.relative_to(root).parts]
     return [str(p) for p in files]
 
 
@@ -50,7 +60,3 @@ def compile_flags(torch_version: str, cuda_version: str, arch_list: str) -> dict
             "--expt-relaxed-constexpr",
         ],
     }
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -18,12 +18,11 @@ from types import ModuleType
 import torch
 
 from . import _build_config as cfg
+from . import _env
 
 AHEAD_OF_TIME = "ahead of time"
 JIT = "compiled on first use"
 ABSENT = "absent"
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -105,9 +104,10 @@ def visible_gpu_arch() -> str:
 
 def jit_build(arch_list: str) -> ExtensionStatus:
     """Compile csrc/ with torch's cpp_extension.load (cached by torch under TORCH_EXTENSIONS_DIR)."""
-    sources = cfg.sources(REPO_ROOT)
+    _env.check("MAX_JOBS")  # torch ignores a non-numeric value and lets ninja use every core: say so instead
+    sources = cfg.sources()
     if not sources:
-        return ExtensionStatus(ABSENT, f"CUDA sources not found under {cfg.csrc_dir(REPO_ROOT)}")
+        return ExtensionStatus(ABSENT, f"CUDA sources not found under {cfg.csrc_dir()}")
     if cuda_home():  # cpp_extension resolves CUDA_HOME when first imported; point it at the nvcc we found
         os.environ.setdefault("CUDA_HOME", cuda_home())
     from torch.utils import cpp_extension
@@ -124,7 +124,7 @@ def jit_build(arch_list: str) -> ExtensionStatus:
         module = cpp_extension.load(
             name=cfg.JIT_EXTENSION_NAME,
             sources=sources,
-            extra_include_paths=[str(cfg.csrc_dir(REPO_ROOT))],
+            extra_include_paths=[str(cfg.csrc_dir())],
             extra_cflags=flags["cxx"],
             extra_cuda_cflags=flags["nvcc"],
             verbose=False,
@@ -151,20 +151,29 @@ def status(*, build: bool = False) -> ExtensionStatus:
         return _status
 
 
+def _jit_missing() -> list[str]:
+    """Everything that stands between this machine and a first-use build, all of it at once: a user who
+    fixes the first problem should not discover the second only afterwards."""
+    if _env.flag("ACCELKERNELS_SKIP_CUDA_BUILD"):
+        return ["disabled by ACCELKERNELS_SKIP_CUDA_BUILD"]
+    missing = []
+    if torch.version.cuda is None:
+        missing.append(f"torch {torch.__version__} is a CPU-only build")
+    elif not torch.cuda.is_available():
+        missing.append("no CUDA GPU visible")
+    if nvcc_path() is None:
+        home = cuda_home()
+        missing.append(f"nvcc not found in {home}/bin (point CUDA_HOME at a CUDA toolkit)" if home else
+                       "nvcc not found (looked at $CUDA_HOME, $CUDA_PATH, /usr/local/cuda and PATH; "
+                       "install a CUDA toolkit and set CUDA_HOME)")
+    return missing
+
+
 def _jit_possible() -> bool:
-    if cfg.env_flag("ACCELKERNELS_SKIP_CUDA_BUILD"):
-        return False
-    return torch.version.cuda is not None and torch.cuda.is_available() and nvcc_path() is not None
+    return not _jit_missing()
 
 
 def describe_jit_possibility() -> str:
-    """One line for `info`: could the extension be compiled on first use here, and if not, why."""
-    if cfg.env_flag("ACCELKERNELS_SKIP_CUDA_BUILD"):
-        return "disabled by ACCELKERNELS_SKIP_CUDA_BUILD=1"
-    if torch.version.cuda is None:
-        return f"no: torch {torch.__version__} is a CPU-only build"
-    if not torch.cuda.is_available():
-        return "no: no CUDA GPU visible"
-    if nvcc_path() is None:
-        return "no: nvcc not found (set CUDA_HOME)"
-    return "yes (nvcc found, GPU visible)"
+    """One line for `info` and `build`: could the extension be compiled on first use here, and if not, why."""
+    missing = _jit_missing()
+    return "no: " + "; ".join(missing) if missing else "yes (nvcc found, GPU visible)"

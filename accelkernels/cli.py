@@ -1,4 +1,8 @@
-"""The `accelkernels` command: `info`, `build` (compile the extension now), `bench` and `tune`."""
+"""The `accelkernels` command: `info`, `build` (compile the extension now), `bench` and `tune`.
+
+An invalid environment variable (accelkernels/_env.py) ends any command with its message and exit
+status 2, argparse's status for a bad argument: it is one, given through the environment.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,9 @@ def torch_cuda_visible() -> bool:
 
 
 def _build(args) -> int:
-    from . import _build_config, _extension, emulator
+    from . import _env, _extension, emulator
 
-    if _build_config.env_flag("ACCELKERNELS_BUILD_EMULATOR") or emulator.enabled():
+    if _env.flag("ACCELKERNELS_BUILD_EMULATOR") or emulator.enabled():
         try:
             emulator.module()
             print("accelkernels: CPU executor of the CUDA kernels ready (ACCELKERNELS_CUDA_EMULATE=1 uses it)")
@@ -46,9 +50,13 @@ def _build(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="accelkernels", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="versions, GPU, extension build state, op x backend availability")
+    from . import __version__, _env
+
+    parser = argparse.ArgumentParser(prog="accelkernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"accelkernels {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_info = sub.add_parser(
+        "info", help="versions, GPU, extension build state, environment variables, op x backend availability")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_info.set_defaults(func=_info)
     p_build = sub.add_parser("build", help="compile the CUDA extension now (needs a GPU and nvcc)")
@@ -62,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     bench_cli.add_arguments(p_tune)
     p_tune.set_defaults(func=bench_cli.tune)
     args = parser.parse_args(argv)
-    return args.func(args)
+    if args.command is None:  # bare `accelkernels`: what it can do, like `pip`, rather than a usage error
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except _env.EnvironmentVariableError as exc:
+        print(f"accelkernels: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""What `accelkernels info` reports: versions, the GPU, the extension's state, op x backend support."""
+"""What `accelkernels info` reports: versions, the GPU, the extension's state, the environment variables,
+op x backend support.
+
+`info` is where a user looks when something is wrong, so it never raises on an invalid environment
+variable: the variable is listed as invalid (and in the warnings), and the parts that depend on it say
+they cannot tell.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import subprocess
 
 import torch
 
-from . import _extension
+from . import __version__, _env, _extension
 from .backends import available_backends, op_support_table
 
 
@@ -52,9 +58,9 @@ def _gpus() -> list[dict]:
 
 
 def _emulator_status() -> str:
-    from . import _build_config, emulator
+    from . import emulator
 
-    if _build_config.env_flag("ACCELKERNELS_BUILD_EMULATOR") and emulator.enabled():
+    if _env.flag("ACCELKERNELS_BUILD_EMULATOR") and emulator.enabled():
         try:
             emulator.module()
         except emulator.EmulatorBuildError:
@@ -62,14 +68,28 @@ def _emulator_status() -> str:
     return emulator.status()
 
 
+_SAY_WHY = object()
+
+
+def _unless_invalid(read, cannot_tell=_SAY_WHY):
+    """read(), or "cannot tell: <why>" (or cannot_tell) if it reads an environment variable that holds
+    an invalid value."""
+    try:
+        return read()
+    except _env.EnvironmentVariableError as exc:
+        return f"cannot tell: {exc}" if cannot_tell is _SAY_WHY else cannot_tell
+
+
 def collect() -> dict:
     """Everything `info` shows, as plain data (also printed with --json)."""
     ext = _extension.status()
     nvcc = _nvcc_version()
-    warnings = []
+    environment = _env.describe()
+    warnings = [v["error"] for v in environment.values() if not v["valid"]]
     if torch.version.cuda and nvcc[0].isdigit() and not nvcc.startswith(torch.version.cuda.split(".")[0] + "."):
         warnings.append(f"nvcc {nvcc.split()[0]} and torch's CUDA {torch.version.cuda} differ in major version")
     return {
+        "accelkernels": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda or "none (CPU-only build)",
@@ -80,17 +100,20 @@ def collect() -> dict:
             "mode": ext.mode,
             "detail": ext.reason,
             "build_info": ext.build_info,
-            "compile_on_first_use": _extension.describe_jit_possibility(),
+            "compile_on_first_use": _unless_invalid(_extension.describe_jit_possibility),
         },
-        "cuda_emulator": _emulator_status(),
-        "backends": available_backends(),
-        "ops": op_support_table(),
+        "cuda_emulator": _unless_invalid(_emulator_status),
+        "environment": environment,
+        # None when an invalid variable hides the answer (the warnings name it)
+        "backends": _unless_invalid(available_backends, None),
+        "ops": _unless_invalid(op_support_table, None),
         "warnings": warnings,
     }
 
 
 def format_text(info: dict) -> str:
     lines = [
+        f"accelkernels  {info['accelkernels']}",
         f"python        {info['python']}",
         f"torch         {info['torch']} (CUDA {info['torch_cuda']})",
         f"triton        {info['triton']}",
@@ -115,6 +138,18 @@ def format_text(info: dict) -> str:
     lines.append(f"              compile on first use: {ext['compile_on_first_use']}")
     lines.append(f"cpu executor  {info['cuda_emulator']}")
     lines.append("")
+    lines.append("environment   (value, or unset: what it does)")
+    width = max(map(len, info["environment"]))
+    for name, v in info["environment"].items():
+        value = "unset" if v["value"] is None else repr(v["value"]) if not v["value"].strip() else v["value"]
+        if v["effect"] is not None:
+            value += f" ({v['effect']})"
+        lines.append(f"  {name:<{width}}  {value:<16} {v['means']}")
+    lines.append("")
+    if info["backends"] is None or info["ops"] is None:
+        lines.append("backends      cannot tell while an environment variable is invalid (see the warnings)")
+        lines += [f"warning: {w}" for w in info["warnings"]]
+        return "\n".join(lines)
     lines.append("backends")
     for name, b in info["backends"].items():
         lines.append(f"  {name:<7} {'available' if b['available'] else 'unavailable':<12} {b['reason']}")

@@ -47,6 +47,6 @@ run cifar_b128_compiled python examples/cifar_cnn.py --backend cuda --steps 100 
 echo
 echo "== $(head -n 2 "$OUT/gpu.csv" | tail -n 1) | commit $(cat "$OUT/commit.txt" 2>/dev/null)"
 printf '%s\n' "${summary[@]}"
-if [ -f "$OUT/bench/report.md" ]; then  # the headline: α/β per provider
-  grep -A 6 '^| provider | α' "$OUT/bench/report.md"
+if [ -f "$OUT/bench/report.md" ]; then  # the headline: α/β per provider with intervals, up to the blank line after it
+  sed -n '/^| provider | α/,/^$/p' "$OUT/bench/report.md"
 fi

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the geomean's interval is the bench's own (accelkernels.benchmark.timing)
 BEGIN, END = "<!-- performance:begin -->", "<!-- performance:end -->"
 
 
@@ -31,8 +31,10 @@ def newest_gpu_run(results_dir: Path) -> Path | None:
     return max(runs)[1] if runs else None
 
 
-def _geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+def _cell(est) -> str:
+    if est.low != est.low:  # nan: rows of the old format carry no per-round ratios
+        return f"{est.ratio:.3f} | no interval"
+    return f"{est.ratio:.3f} [{est.low:.3f}-{est.high:.3f}] | {est.verdict}"
 
 
 def section(run: Path | None, root: Path) -> str:
@@ -44,18 +46,28 @@ def section(run: Path | None, root: Path) -> str:
     lines = [
         f"From [{run.relative_to(root)}]({run.relative_to(root)}/report.md): **{meta['device']}** "
         f"(sm {meta['capability']}), torch {meta['torch']}, CUDA {meta['cuda']}, Triton {meta['triton']}, "
-        f"commit {meta['commit']}, {meta['timestamp']}. Speedup = T_cuBLAS/cuDNN ÷ T_ours in the same run "
-        "(geometric mean over the suite's cases; >1 is faster than the reference).",
+        f"commit {meta['commit']}, {meta['timestamp']}. Speedup = T_cuBLAS/cuDNN ÷ T_ours, timed in alternating "
+        "rounds in the same run (geometric mean over the suite's cases of each case's median round ratio, with a "
+        "99% bootstrap interval; >1 is faster than the reference, \"no difference\" when the interval contains 1). "
+        "*(same path)*: `auto` ran the reference itself there (the ratio is dispatch overhead).",
         "",
-        "| suite | mode | dtype | provider | speedup (geomean) | cases |",
-        "|---|---|---|---|---|---|",
+        "| suite | mode | dtype | provider | speedup (geomean) [99%] | verdict | cases |",
+        "|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple, list[float]] = defaultdict(list)
+    from accelkernels.benchmark import timing
+
+    groups: dict[tuple, list[list[float]]] = defaultdict(list)
+    same: dict[tuple, int] = defaultdict(int)
     for r in rows:
         if r["status"] == "ok" and r["provider"] != "torch" and r.get("speedup"):
-            groups[(r["suite"], r["mode"], r["dtype"], r["provider"])].append(r["speedup"])
-    for (suite, mode, dtype, provider), values in sorted(groups.items()):
-        lines.append(f"| {suite} | {mode} | {dtype} | {provider} | {_geomean(values):.3f} | {len(values)} |")
+            key = (r["suite"], r["mode"], r["dtype"], r["provider"])
+            groups[key].append(r.get("round_ratios") or [r["speedup"]])
+            same[key] += bool(r.get("same_path"))
+    for key, per_case in sorted(groups.items()):
+        suite, mode, dtype, provider = key
+        provider += " (same path)" if same[key] == len(per_case) else ""
+        lines.append(f"| {suite} | {mode} | {dtype} | {provider} | {_cell(timing.geomean_interval(per_case))} "
+                     f"| {len(per_case)} |")
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 // cuda_conv2d_weight_grad): argument checks, operand preparation for the tensor-core kernels,
 // output allocation in the requested memory format, device guard, current stream, launch check.
 // The schemas are defined in Python (accelkernels/ops/cuda_kernels.py); which kernel runs is the
-// caller's choice (accelkernels/backends/cuda_backend.py picks one per problem).
+// caller's choice (accelkernels/backends/cuda_conv.py picks one per problem).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

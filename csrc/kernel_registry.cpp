@@ -3,7 +3,7 @@
 namespace accelkernels {
 
 const std::vector<BmmKernel>& bmm_kernels() {
-  // The SIMT fp32 ladder in order (README: "The CUDA GEMM ladder"), then the tensor-core kernels.
+  // The SIMT fp32 ladder in order (csrc/README.md: "The CUDA GEMM ladder"), then the tensor-core kernels.
   static const std::vector<BmmKernel> kernels = {
       {"naive", "float32", "5.0", "one thread per output, straight from global memory (coalesced along N)",
        &launch_bmm_naive_f32, nullptr, nullptr, Operands::kStrided},

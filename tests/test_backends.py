@@ -114,3 +114,48 @@ def test_auto_order_names_only_real_backends():
 )
 def test_arch_list_matching(arch_list, capability, expected):
     assert arch_runs_on(arch_list, capability) is expected
+
+
+
+def test_backends_modules_import_no_cycle():
+    """No module of accelkernels/backends imports, at the top or inside a function, a module of the
+    package that imports it back, directly or through others: a lazy import must not hide a circle."""
+    import ast
+    from pathlib import Path
+
+    package = Path(backends.__file__).parent
+    modules = {p.stem for p in package.glob("*.py")}
+
+    def imported(name: str) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("accelkernels.backends.")}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 0 and (node.module or "").startswith("accelkernels.backends"):
+                    path = node.module.split(".")[2:]
+                elif node.level == 1:  # from .x import ..., from . import x
+                    path = node.module.split(".") if node.module else []
+                else:
+                    continue
+                # "from <package> import x": the submodule x, else a name of the package's __init__
+                found |= {path[0]} if path else {a.name if a.name in modules else "__init__" for a in node.names}
+        return (found & modules) - {name}
+
+    imports = {name: imported(name) for name in modules}
+    assert {"base", "cuda_backend"} <= imports["__init__"] and "base" in imports["cuda_backend"]  # the scan works
+
+    def cycle_from(start: str) -> list[str] | None:
+        paths = [[start, m] for m in sorted(imports[start])]
+        seen = set()
+        while paths:
+            path = paths.pop()
+            if path[-1] == start:
+                return path
+            if path[-1] not in seen:
+                seen.add(path[-1])
+                paths += [path + [m] for m in sorted(imports[path[-1]])]
+        return None
+
+    cycles = [" -> ".join(c) for c in map(cycle_from, sorted(modules)) if c]
+    assert not cycles, f"import cycles in accelkernels/backends: {cycles}"

@@ -37,8 +37,8 @@ CONV_CASES = [
     ("dtype_mismatch", (x4(dtype=torch.float64), w4()), {}, ["weight", "float32", "float64"]),
     ("bias_dtype", (x4(), w4(), torch.randn(4, dtype=torch.float64)), {}, ["bias", "float64"]),
     ("bias_shape", (x4(), w4(), torch.randn(3)), {}, ["bias", "4 elements", "[3]"]),
-    ("integer", (x4().long(), w4().long()), {}, ["input", "floating-point", "int64"]),
-    ("complex", (x4().to(torch.complex64), w4().to(torch.complex64)), {}, ["input", "complex64"]),
+    # torch has no bool convolution: ours says which arguments and keeps torch's message
+    ("bool", (x4() > 0, w4() > 0), {}, ["input and weight", "torch.bool", "slow_conv2d_cpu"]),
     ("stride_zero", (x4(), w4()), {"stride": 0}, ["stride", "positive"]),
     ("stride_negative", (x4(), w4()), {"stride": (1, -1)}, ["stride", "positive"]),
     ("padding_negative", (x4(), w4()), {"padding": -1}, ["padding", "non-negative"]),
@@ -49,8 +49,8 @@ CONV_CASES = [
     ("stride_triple", (x4(), w4()), {"stride": (1, 1, 1)}, ["stride", "pair"]),
     ("kernel_bigger_than_input", (torch.randn(1, 3, 2, 2), w4()), {}, ["kernel", "padded input"]),
 ]
-# torch computes integer and complex convolutions on the CPU; accelkernels rejects them clearly.
-TORCH_ACCEPTS = {"integer", "complex"}
+# Integer and complex convolutions are not bad input: torch computes them, and so does the
+# reference (tests/test_dtypes.py).
 
 
 @pytest.mark.parametrize("args,kwargs,words", [c[1:] for c in CONV_CASES], ids=[c[0] for c in CONV_CASES])
@@ -58,12 +58,19 @@ def test_conv2d_bad_input(args, kwargs, words):
     assert_raises_naming([*words, "accelkernels.conv2d"], ak.conv2d, *args, **kwargs)
 
 
-@pytest.mark.parametrize("args,kwargs", [c[1:3] for c in CONV_CASES if c[0] not in TORCH_ACCEPTS],
-                         ids=[c[0] for c in CONV_CASES if c[0] not in TORCH_ACCEPTS])
+@pytest.mark.parametrize("args,kwargs", [c[1:3] for c in CONV_CASES], ids=[c[0] for c in CONV_CASES])
 def test_torch_also_rejects(args, kwargs):
     """The guide for these cases: torch raises a RuntimeError for the same call."""
     with pytest.raises(RuntimeError):
         F.conv2d(*args, **kwargs)
+
+
+def test_dtype_torch_cannot_compute_is_also_torchs_error_type():
+    """torch raises NotImplementedError for a dtype it has no kernel for; ours is one too."""
+    with pytest.raises(NotImplementedError, match="a and b"):
+        ak.matmul(torch.ones(2, 2, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(NotImplementedError):
+        torch.matmul(torch.ones(2, 2, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool))
 
 
 def test_errors_are_also_value_errors():
@@ -83,7 +90,8 @@ MATMUL_CASES = [
     ("zero_dim", (torch.tensor(1.0), torch.randn(5, 6)), ["at least 1-D"]),
     ("batch_mismatch", (torch.randn(2, 3, 4), torch.randn(3, 4, 5)), ["batch dims", "broadcast"]),
     ("dtype_mismatch", (torch.randn(3, 4), torch.randn(4, 5, dtype=torch.float64)), ["b has dtype", "float64"]),
-    ("integer", (torch.ones(3, 4, dtype=torch.int64), torch.ones(4, 5, dtype=torch.int64)), ["a", "int64"]),
+    ("int_float_mix", (torch.ones(3, 4, dtype=torch.int64), torch.ones(4, 5)), ["b has dtype", "float32", "int64"]),
+    ("bool", (torch.ones(3, 4, dtype=torch.bool), torch.ones(4, 5, dtype=torch.bool)), ["a and b", "torch.bool"]),
 ]
 
 

@@ -1,12 +1,14 @@
 """examples/cifar_cnn.py, the seed article's worked example, on the CPU: the CIFAR-10 binary reader,
-the two runs (torch's layers, then converted ones) learning alike, the α/β summary, --data,
---compile, --profile and a 2-process gloo DDP run under torchrun."""
+the two models (torch's layers, converted ones) trained in lockstep and learning alike, α and β by
+paired rounds, what the converted layers run, --data, --compile, --profile, and a 2-process gloo DDP
+run under torchrun with its γ."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -83,34 +85,171 @@ def test_preprocess_normalises_and_flips_on_the_device():
 def test_model_is_the_articles_and_relus_fuse_without_changing_parameters():
     model = cifar_cnn.build_model()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    ours = cifar_cnn.fuse_relus(ak.convert(cifar_cnn.build_model()))
+    ours = cifar_cnn.converted_model()  # what the example trains: convert(..., fuse_activations=True)
     assert ours.state_dict().keys() == model.state_dict().keys()
-    convs = [m for m in ours if isinstance(m, ak.nn.Conv2d)]
-    linears = [m for m in ours if isinstance(m, ak.nn.Linear)]
+    convs = [m for m in ours.modules() if isinstance(m, ak.nn.Conv2d)]
+    linears = [m for m in ours.modules() if isinstance(m, ak.nn.Linear)]
     assert [m.activation for m in convs] == ["relu"] * 3
     assert [m.activation for m in linears] == ["relu", None]  # the logits layer has no ReLU after it
-    assert not any(isinstance(m, torch.nn.ReLU) for m in ours)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in ours.modules())
     ours.load_state_dict(model.state_dict())
     x = torch.randn(3, 3, 32, 32)
     torch.testing.assert_close(ours(x), model(x))
 
 
 SMALL = ["--device", "cpu", "--steps", "4", "--batch-size", "16", "--synthetic-size", "128", "--no-progress"]
+CPU = torch.device("cpu")
 
 
-def test_two_runs_learn_alike_and_the_summary_has_alpha_and_beta(tmp_path, capsys):
+def check_factor(factor: dict, rounds: int, verdict: bool = True) -> None:
+    """A paired factor in the JSON: a positive median of ``rounds`` ratios, its interval around it
+    (null below the 8 rounds a 99% interval needs) and the verdict that interval gives (α and β)."""
+    assert factor["rounds"] == rounds and factor["ratio"] > 0 and factor["confidence"] == 0.99
+    assert ("verdict" in factor) == verdict
+    if rounds < 8:
+        assert factor["low"] is None and factor["high"] is None
+    else:
+        assert factor["low"] <= factor["ratio"] <= factor["high"]
+    if verdict:
+        inside = factor["low"] is None or factor["low"] <= 1 <= factor["high"]
+        expected = "no difference" if inside else ("faster" if factor["low"] > 1 else "slower")
+        assert factor["verdict"] == expected
+
+
+def test_two_runs_learn_alike_and_the_summary_has_paired_alpha_and_beta(tmp_path, capsys):
     out = tmp_path / "summary.json"
     summary = cifar_cnn.main([*SMALL, "--amp", "bf16", "--json", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(summary))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(summary))  # no NaN in the JSON
     assert [(r["layers"], r["precision"]) for r in summary["runs"]] == [
         ("torch", "fp32"), ("accelkernels", "fp32"), ("torch", "bf16"), ("accelkernels", "bf16")]
     for run in summary["runs"]:
-        assert len(run["losses"]) == 4 and run["step_ms"] > 0 and run["infer_ms"] > 0 and 0 <= run["accuracy"] <= 1
+        assert len(run["losses"]) == len(run["step_times_ms"]) == 4
+        assert run["step_ms"] > 0 and run["infer_ms"] > 0 and 0 <= run["accuracy"] <= 1
+    assert summary["warmup_steps"] == 0  # an even count, at most a quarter of the run: none of 4 steps
     for c in summary["comparisons"]:
-        assert c["alpha"] > 0 and c["beta"] > 0
+        check_factor(c["alpha"], rounds=4)  # too few for an interval
+        # 1000 test images / 16 = 62 full batches, each one paired round
+        check_factor(c["beta"], rounds=62)
+        assert c["gamma"] is None  # one process
         assert c["losses_agree"], c  # on the CPU the converted layers run the reference: same losses
+        assert c["converted_layers_run"] == ["torch"] and c["reference_only"]
     printed = capsys.readouterr().out
-    assert "alpha (training)" in printed and "beta (inference)" in printed
+    assert "alpha (training) = " in printed and "(no 99% interval from 4 rounds)" in printed
+    beta = summary["comparisons"][0]["beta"]
+    assert f"beta (inference) = {beta['ratio']:.2f} [{beta['low']:.2f}-{beta['high']:.2f}] {beta['verdict']}" in printed
+    assert printed.count("both runs use torch's ops here") == 1  # once, not per precision
+    assert "alpha and beta measure accelkernels' per-call dispatch overhead" in printed
+
+
+def small_trainers(args):
+    """The example's two models from one seed, as its Trainers (fp32, one process)."""
+    torch.manual_seed(args.seed)
+    reference = cifar_cnn.build_model()
+    ours = cifar_cnn.converted_model()
+    ours.load_state_dict(reference.state_dict())
+    return [cifar_cnn.Trainer(label, model, args, "fp32", CPU, cifar_cnn.Dist())
+            for label, model in (("torch", reference), ("accelkernels", ours))]
+
+
+def test_lockstep_alternates_abba_and_leaves_each_models_losses_its_own():
+    args = cifar_cnn.parse_args([*SMALL, "--steps", "5"])
+    train, _ = cifar10_data.synthetic_cifar10(128, 16)
+    alone = small_trainers(args)  # each model trained by itself
+    for trainer in alone:
+        cifar_cnn.train_lockstep([trainer], cifar_cnn.training_batches(train, args, cifar_cnn.Dist()))
+    together = small_trainers(args)
+    calls = []
+    for trainer in together:
+        def step(*batch, _trainer=trainer, _step=trainer.step):
+            calls.append(_trainer.label)
+            _step(*batch)
+        trainer.step = step
+    cifar_cnn.train_lockstep(together, cifar_cnn.training_batches(train, args, cifar_cnn.Dist()))
+    t, a = "torch", "accelkernels"
+    assert calls == [t, a, a, t, t, a, a, t, t, a]
+    for solo, paired in zip(alone, together):
+        assert paired.losses == solo.losses  # exactly: the interleaving changes nothing a model computes
+        assert len(paired.seconds) == 5 and min(paired.seconds) > 0
+
+
+def test_alpha_is_torchs_time_over_ours_round_by_round():
+    # the machine's speed drifts 10x over the run, but in every round torch takes twice our time: the
+    # rounds' ratios are all 2, so the interval is [2, 2] (two runs' medians would have no interval)
+    drift = [1.0 + 9 * i / 19 for i in range(20)]
+    torch_run = types.SimpleNamespace(seconds=[0.5] * 4 + [0.02 * d for d in drift], losses=[2.0] * 24)
+    ours = types.SimpleNamespace(seconds=[0.5] * 4 + [0.01 * d for d in drift], losses=[2.0] * 24)
+    c = cifar_cnn.compare([torch_run, ours], [[0.004] * 16, [0.004] * 16], "fp32", ["torch"], warm=4)
+    assert c["alpha"]["ratio"] == pytest.approx(2.0) and c["alpha"]["low"] == pytest.approx(2.0)
+    assert c["alpha"]["rounds"] == 20 and c["alpha"]["verdict"] == "faster"  # above 1: we are faster
+    assert c["beta"]["ratio"] == pytest.approx(1.0) and c["beta"]["verdict"] == "no difference"
+
+
+def test_gamma_is_the_images_per_s_of_all_over_n_times_one():
+    # 2 processes; each round the DDP step takes 1.6x the alone step (the machine drifting 3x)
+    drift = [1.0 + 2 * i / 15 for i in range(16)]
+    g = cifar_cnn.gamma_from_times([0.1 * d for d in drift], [0.16 * d for d in drift], processes=2, batch=8)
+    assert g["ratio"] == pytest.approx(0.625) and g["low"] == pytest.approx(0.625) and g["rounds"] == 16
+    assert g["images_per_s_all"] / (2 * g["images_per_s_one"]) == pytest.approx(g["ratio"])
+    assert (g["processes"], g["per_process_batch"]) == (2, 8)
+
+
+class Recorder(torch.nn.Module):
+    """Predicts class ``label`` for every image and notes each call in ``log``."""
+
+    def __init__(self, name: str, label: int, log: list):
+        super().__init__()
+        self.name, self.label, self.log = name, label, log
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return torch.nn.functional.one_hot(torch.full((x.shape[0],), self.label), 10).float()
+
+
+def test_paired_inference_alternates_and_repeats_passes_to_enough_rounds():
+    args = cifar_cnn.parse_args([*SMALL, "--batch-size", "8"])
+    test = cifar10_data.Split(torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.tensor([3] * 5 + [0] * 15))
+    log = []
+    seconds, accuracy = cifar_cnn.paired_inference([Recorder("a", 3, log), Recorder("b", 0, log)], test, args,
+                                                   "fp32", CPU)
+    # 2 full batches of 8 per pass (the last 4 images are not timed): 16 passes for 32 rounds
+    assert [len(s) for s in seconds] == [cifar_cnn.INFERENCE_ROUNDS] * 2
+    assert log[:2] == ["a", "b"]  # the warm-up calls
+    assert log[2:6] == ["a", "b", "b", "a"]  # rounds 0 and 1
+    assert log[8:12] == ["a", "b", "b", "a"]  # rounds 2 and 3, after the short batch of the first pass
+    assert len(log) == 2 + 2 * cifar_cnn.INFERENCE_ROUNDS + 2  # the short batch runs once, for accuracy
+    assert accuracy == [5 / 20, 15 / 20]  # from the first pass over all 20 images, not from the repeats
+
+
+def test_what_the_layers_run_is_asked_of_the_resolver_not_guessed_from_the_device(monkeypatch):
+    ours = cifar_cnn.converted_model()
+    x = torch.randn(2, 3, 32, 32)
+    assert cifar_cnn.backends_serving(ours, x, CPU, "fp32") == ["torch"]
+    real, asked = ak.backends.resolve, []
+
+    def resolve(op, backend, tensors, **details):  # as if a kernel served CPU convolutions
+        asked.append((op, tensors[0].dtype, tensors[1].dtype))
+        return types.SimpleNamespace(name="triton") if op == "conv2d" else real(op, backend, tensors, **details)
+
+    monkeypatch.setattr(ak.backends, "resolve", resolve)
+    assert cifar_cnn.backends_serving(ours, x, CPU, "bf16") == ["torch", "triton"]
+    # every layer asked once, with the dtypes our ops see under autocast
+    assert asked == [("conv2d", torch.bfloat16, torch.bfloat16)] * 3 + [("linear", torch.bfloat16, torch.bfloat16)] * 2
+
+
+def test_the_caveat_is_printed_only_when_every_layer_runs_the_reference(capsys):
+    factor = {"ratio": 1.2, "low": 1.1, "high": 1.3, "rounds": 40, "confidence": 0.99, "tight": False,
+              "verdict": "faster"}
+    summary = {"device": "cpu", "date": "today", "data": "synthetic", "steps": 1, "batch_size": 1, "world_size": 1,
+               "threads_per_process": 1, "backend": "auto", "compiled": False,
+               "runs": [{"layers": layers, "precision": "fp32", "step_ms": 1.0, "images_per_s": 1.0, "infer_ms": 1.0,
+                         "accuracy": 0.5, "losses": [1.0]} for layers in ("torch", "accelkernels")],
+               "comparisons": [{"precision": "fp32", "alpha": factor, "beta": factor, "gamma": None,
+                                "converted_layers_run": ["torch", "triton"], "reference_only": False,
+                                "losses_agree": True, "loss_difference": 0.0, "loss_tolerance": 0.02}]}
+    cifar_cnn.print_summary(summary)
+    printed = capsys.readouterr().out
+    assert "alpha (training) = 1.20 [1.10-1.30] faster, wide (40 steps)" in printed
+    assert "the converted layers run torch, triton" in printed and "dispatch overhead" not in printed
 
 
 def test_real_data_folder(tmp_path):
@@ -154,3 +293,9 @@ def test_two_process_gloo_ddp_under_torchrun(tmp_path):
     assert summary["world_size"] == 2
     assert all(c["losses_agree"] for c in summary["comparisons"])
     assert result.stdout.count("alpha (training)") == 1  # rank 0 reports
+    (c,) = summary["comparisons"]
+    gamma = c["gamma"]
+    check_factor(gamma, rounds=3, verdict=False)  # 3 rounds, no warm-up in so short a run
+    assert (gamma["processes"], gamma["process_group"], gamma["per_process_batch"]) == (2, "gloo", 8)
+    assert gamma["images_per_s_one"] > 0 and gamma["images_per_s_all"] > 0
+    assert result.stdout.count("fp32: gamma (2 processes, gloo") == 1

@@ -116,3 +116,97 @@ def test_cuda_backend_serves_conv2d_on_cuda_tensors_only():
     x, w, b, args = make_inputs(CASES["3x3"], torch.float32, "contiguous")
     with pytest.raises(ak.BackendUnavailableError, match="cuda"):
         ak.conv2d(x, w, b, **args, backend="cuda")  # CPU tensors (and, here, no GPU)
+
+
+# --- regressions found by tests/test_fuzz.py -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("w_cl", [False, True], ids=["w_nchw", "w_nhwc"])
+@pytest.mark.parametrize("x_cl", [False, True], ids=["x_nchw", "x_nhwc"])
+def test_gradients_come_in_torchs_memory_format(x_cl, w_cl, dispatch_path):
+    """torch computes both gradients in the forward's format (channels_last if input OR weight is);
+    the registered ops gave each gradient its own tensor's format."""
+    x, w, b, args = make_inputs(CASES["3x3"], torch.float32, "contiguous", requires_grad=False)
+    x = (x.to(memory_format=torch.channels_last) if x_cl else x).requires_grad_()
+    w = (w.to(memory_format=torch.channels_last) if w_cl else w).requires_grad_()
+    y = ak.conv2d(x, w, b, **args)
+    g = torch.randn_like(y)
+    ours = torch.autograd.grad(y, (x, w), g)
+    theirs = torch.autograd.grad(F.conv2d(x, w, b, **args), (x, w), g)
+    for name, a, e in zip(("input", "weight"), ours, theirs):
+        for fmt in (torch.channels_last, torch.contiguous_format):
+            assert a.is_contiguous(memory_format=fmt) == e.is_contiguous(memory_format=fmt), (name, fmt)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 8, 8), (2, 0, 5, 5)], ids=["no_batch", "no_channels"])
+def test_empty_input_gradients_are_zeros_like_torchs(shape, dispatch_path):
+    """The registered ops' backward failed on an empty output (a bias gradient of the wrong shape)."""
+    c = shape[1]
+    x = torch.randn(shape, requires_grad=True)
+    w = torch.randn(4, c, 3, 3, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    y = ak.conv2d(x, w, b, padding=1)
+    expected = F.conv2d(x, w, b, padding=1)
+    assert y.shape == expected.shape
+    g = torch.randn(expected.shape)
+    for a, e in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(expected, (x, w, b), g)):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def test_ambiguous_layout_keeps_torchs_own_format(dispatch_path):
+    """A 1x1 image in channels_last strides, grouped, in float64: ATen's own loops convolve each
+    group apart and return a contiguous result, oneDNN (float32) a channels_last one; the registered
+    ops forced the usual rule on both."""
+    x = torch.randn(2, 1, 1, 2, dtype=torch.float64).permute(0, 3, 1, 2)  # (2, 2, 1, 1), NHWC strides
+    w = torch.randn(2, 1, 1, 1, dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        y = ak.conv2d(x.to(dtype), w.to(dtype), None, 2, 1, 1, 2)
+        expected = F.conv2d(x.to(dtype), w.to(dtype), None, 2, 1, 1, 2)
+        assert y.stride() == expected.stride(), dtype
+        assert_same_as_torch(y, expected)
+
+
+def _bf16_reference_grads(x, w, b, args, g):
+    """float64 gradients of the same bfloat16 values (torch's own bfloat16 ones are wrong here)."""
+    leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    return torch.autograd.grad(F.conv2d(*leaves, **args), leaves, g.double())
+
+
+def test_bf16_dead_tap_weight_gradient_is_right(dispatch_path):
+    """torch 2.14.1's CPU bfloat16 weight gradient is wrong for a kernel tap that reads only padding
+    (here the 3-wide kernel's outer columns, on a 1-wide input padded by 2, with a column stride of
+    2: off by ~1.4; elsewhere uninitialised values, 1e10 to NaN; found by the fuzz). Its exact value
+    is 0. Several seeds, since wrong values can happen to be right."""
+    args = dict(stride=(3, 2), padding=(1, 2))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = torch.randn(2, 2, 2, 1, generator=gen).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        x.requires_grad_()
+        w = torch.randn(3, 2, 4, 3, generator=gen).to(torch.bfloat16).requires_grad_()
+        b = torch.randn(3, generator=gen).to(torch.bfloat16).requires_grad_()
+        y = ak.conv2d(x, w, b, **args)
+        assert_same_as_torch(y, F.conv2d(x, w, b, **args))  # the forward is torch's, exactly
+        g = torch.randn(y.shape, generator=gen).to(torch.bfloat16)
+        ours = torch.autograd.grad(y, (x, w, b), g)
+        for name, a, e in zip(("input", "weight", "bias"), ours, _bf16_reference_grads(x, w, b, args, g)):
+            assert torch.isfinite(a).all(), name
+            torch.testing.assert_close(a.double(), e, rtol=2e-2, atol=2e-2, msg=lambda m: f"{name}: {m}")
+
+
+def test_bf16_single_strided_column_gives_the_right_numbers(dispatch_path):
+    """torch 2.14.1's CPU bfloat16 convolution is wrong (outputs off by up to ~18 here) when the
+    output is one column wide and the column stride is above 1 (found by the fuzz)."""
+    gen = torch.Generator().manual_seed(175085)
+    x = torch.randn(1, 3, 7, 7, generator=gen).to(torch.bfloat16).requires_grad_()
+    w = (torch.randn(9, 1, 2, 4, generator=gen) / 3).to(torch.bfloat16).requires_grad_()
+    b = torch.randn(9, generator=gen).to(torch.bfloat16).requires_grad_()
+    args = dict(stride=(1, 2), dilation=(1, 2), groups=3)
+    y = ak.conv2d(x, w, b, **args)
+    ref = F.conv2d(x.double(), w.double(), b.double(), **args)
+    assert y.shape == ref.shape == (1, 9, 6, 1)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-2, atol=2e-2)
+    g = torch.randn(y.shape, generator=gen).to(torch.bfloat16)
+    for name, a, e in zip(("input", "weight", "bias"), torch.autograd.grad(y, (x, w, b), g),
+                          _bf16_reference_grads(x, w, b, args, g)):
+        torch.testing.assert_close(a.double(), e, rtol=2e-2, atol=5e-2, msg=lambda m: f"{name}: {m}")

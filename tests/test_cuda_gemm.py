@@ -15,7 +15,7 @@ from conftest import assert_within_2x_torch_error, requires_cuda
 from references import activate
 
 import accelkernels as ak
-from accelkernels.backends.cuda_backend import GEMM_KERNEL, mma_sync_unsupported_reason, wgmma_unsupported_reason
+from accelkernels.backends.cuda_gemm import GEMM_KERNEL, mma_sync_unsupported_reason, wgmma_unsupported_reason
 
 SIMT_LADDER = ("naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile")
 
@@ -221,10 +221,10 @@ def test_cuda_backend_picks_the_kernel_for_dtype_card_and_layout(dtype, capabili
     from types import SimpleNamespace
 
     from accelkernels import _extension
-    from accelkernels.backends import cuda_backend
+    from accelkernels.backends import cuda_gemm
 
-    monkeypatch.setattr(cuda_backend.torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(cuda_gemm.torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(_extension, "status", lambda build=False: SimpleNamespace(build_info={"arch_list": arch_list}))
     a = torch.randn(1, 40, 64, dtype=dtype)
     b = torch.randn(1, 24, 64, dtype=dtype).mT if b_layout == "k" else torch.randn(1, 64, 24, dtype=dtype)
-    assert cuda_backend.gemm_kernel_for(a, b) == expected
+    assert cuda_gemm.gemm_kernel_for(a, b) == expected

@@ -154,3 +154,51 @@ def test_opcheck_epilogue_backward_ops(activation, backend):
     saved = torch.randn(6, 5, device=device)
     torch.library.opcheck(activation_backward_op, (grad, saved, activation, backend))
     torch.library.opcheck(bias_grad_op, (grad, backend))
+
+
+# --- regressions found by tests/test_fuzz.py (the registered-op path) --------------------------------
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 0), (0, 4)), ((2, 3, 4), (4, 0)), ((0, 3, 4), (4, 5)), ((2, 0), (3, 0, 4))],
+                         ids=["k0", "n0", "batch0", "m0_broadcast"])
+def test_matmul_backward_with_a_zero_sized_dim(shapes, dispatch_path):
+    """An ambiguous reshape(-1, 0) in the backward of a batch times a shared matrix raised where
+    torch returns zero gradients."""
+    a = torch.randn(shapes[0], requires_grad=True)
+    b = torch.randn(shapes[1], requires_grad=True)
+    out = ak.matmul(a, b)
+    g = torch.randn(out.shape)
+    for ours, theirs in zip(torch.autograd.grad(out, (a, b), g), torch.autograd.grad(torch.matmul(a, b), (a, b), g)):
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,b_shape", [
+    ((2, 3, 1), (2, 1), ()),  # a 0-D bias: torch adds it after the product (not the fused addmm sum)
+    ((2, 3, 5), (2, 5), (1,)),
+    ((4, 5), (2, 5), (4, 2)),  # one bias per row and column
+    ((4, 3, 5), (2, 5), (3, 2)),
+    ((4, 3, 5), (5,), (4, 3)),  # a 1-D weight with a bias: torch takes it for inputs other than 2-D
+    ((5,), (5,), ()),
+], ids=["0d_bias", "one_element_bias", "2d_bias_2d_input", "2d_bias_3d_input", "1d_weight_bias", "1d_1d_0d"])
+def test_linear_takes_every_bias_torch_takes(x_shape, w_shape, b_shape, dispatch_path):
+    """Biases were expanded to (out_features,) (other numbers than torch's: F.linear adds a 0-D
+    bias after the product) or refused (2-D biases, a 1-D weight with a bias)."""
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=gen, dtype=torch.bfloat16).requires_grad_() for s in (x_shape, w_shape, b_shape))
+    out = ak.linear(x, w, b, activation="relu")
+    expected = F.relu(F.linear(x, w, b))
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    g = torch.randn(expected.shape, generator=gen, dtype=torch.bfloat16)
+    for ours, theirs in zip(torch.autograd.grad(out, (x, w, b), g), torch.autograd.grad(expected, (x, w, b), g)):
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=2e-2)
+
+
+def test_linear_refuses_a_1d_weight_with_bias_on_2d_input_like_torch():
+    x, w, b = torch.randn(4, 5), torch.randn(5), torch.randn(())
+    with pytest.raises(RuntimeError):
+        F.linear(x, w, b)
+    with pytest.raises(RuntimeError):
+        ak.linear(x, w, b)

@@ -118,7 +118,7 @@ def test_batches_above_the_grid_z_limit(emu, kernel, dtype):
 
 def test_backend_cuda_serves_cpu_tensors_with_the_gpu_kernel_choice(emu):
     import accelkernels as ak
-    from accelkernels.backends.cuda_backend import gemm_kernel_for
+    from accelkernels.backends.cuda_gemm import gemm_kernel_for
 
     x, w = torch.randn(5, 64).to(torch.bfloat16), torch.randn(24, 64).to(torch.bfloat16)
     a3, b3 = x.unsqueeze(0), w.t().unsqueeze(0)

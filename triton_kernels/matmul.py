@@ -22,8 +22,6 @@ one fixed configuration runs instead (the autotuner would time every config in t
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -33,6 +31,7 @@ try:
 except ImportError:  # a Triton without host-side tensor descriptors: no TMA kernel, the others work
     TensorDescriptor = None
 
+from .. import _env
 from . import interpreting
 from .epilogue import apply_activation
 
@@ -63,7 +62,7 @@ FIXED_CONFIG = CONFIGS[3]
 
 
 def autotuning() -> bool:
-    return os.environ.get("ACCELKERNELS_TRITON_AUTOTUNE", "1") != "0"
+    return _env.flag("ACCELKERNELS_TRITON_AUTOTUNE")  # validated: "of" is an error, not "on"
 
 
 def smem_bytes(config: triton.Config, element_size: int) -> int:

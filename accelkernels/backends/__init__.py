@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
 
+from .. import _env
 from .._errors import BackendUnavailableError
 from .base import Backend
 from .cuda_backend import CudaBackend
@@ -54,10 +54,7 @@ def current_default() -> str:
     scoped = _default.get()
     if scoped is not None:
         return scoped
-    env = os.environ.get("ACCELKERNELS_BACKEND", "").strip()
-    if env:
-        return check_name(env, "ACCELKERNELS_BACKEND")
-    return "auto"
+    return _env.check("ACCELKERNELS_BACKEND") or "auto"  # validated against _env's copy of BACKEND_NAMES
 
 
 @contextlib.contextmanager

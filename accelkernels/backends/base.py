@@ -32,11 +32,15 @@ class Backend:
         return None
 
     def why_not(self, op: str, tensors: Sequence[torch.Tensor | None], **details) -> str | None:
-        return (
-            self.unavailable_reason()
-            or self.op_unsupported_reason(op)
-            or self.inputs_unsupported_reason(op, tensors, **details)
-        )
+        why = self.unavailable_reason() or self.op_unsupported_reason(op)
+        if why is not None:
+            return why
+        why = self.inputs_unsupported_reason(op, tensors, **details)
+        if why is not None and self.name != "torch":
+            # The fix for inputs a kernel cannot take (a dtype, a device, a layout): the reference
+            # takes every input torch's own op takes, and "auto" falls back to it by itself.
+            why += "; backend='auto' (or 'torch') computes such calls with torch's own op"
+        return why
 
     # -- the kernels (shapes as in accelkernels.ops; activation is "none"/"relu"/"gelu"/"silu") ----
     def conv2d(self, input, weight, bias, stride, padding, dilation, groups, activation) -> torch.Tensor:

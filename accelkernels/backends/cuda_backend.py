@@ -5,6 +5,7 @@ CUDA implementations with TORCH_LIBRARY_IMPL. Requesting this backend on CUDA te
 extension on first use when it was not built ahead of time and nvcc is available. With
 ACCELKERNELS_CUDA_EMULATE=1 it also serves CPU tensors: the same kernels run on the CPU executor
 (accelkernels.emulator), with the same kernel choice as on a GPU of the emulated compute capability.
+Which kernel serves a call: cuda_gemm.py (matmul, linear) and cuda_conv.py (conv2d).
 """
 
 from __future__ import annotations
@@ -12,90 +13,12 @@ from __future__ import annotations
 import torch
 
 from .. import _extension, emulator
+from . import cuda_conv
 from .base import Backend
 from ._batched import linear_as_bmm, matmul_as_bmm
+from .cuda_gemm import GEMM_KERNEL, emulated, gemm_kernel_for, gemm_unsupported_reason
 
-# The kernel each dtype runs (csrc/kernel_registry.cpp lists them all; the bench times each as
-# "cuda:<name>"). fp32: the top step of the SIMT ladder; fp16/bf16: the mma.sync tensor-core kernel,
-# or on compute capability 9.0 with an sm_90a build and K-contiguous operands, the wgmma/TMA kernel.
-# None of these choices has been measured on a GPU yet: the order is the design's, not a timing's.
-GEMM_KERNEL = {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
-HOPPER_KERNEL = "wgmma"
-DTYPES = tuple(GEMM_KERNEL)
-TENSOR_CORE_CAPABILITY = (8, 0)  # mma.sync with bf16 and ldmatrix/cp.async: Ampere and newer
-
-
-def emulated(t: torch.Tensor) -> bool:
-    """Whether this tensor is served by the CPU executor of the kernels (ACCELKERNELS_CUDA_EMULATE=1)."""
-    return t.device.type == "cpu" and emulator.enabled()
-
-
-def device_capability(t: torch.Tensor) -> tuple[int, int]:
-    """The compute capability the kernels see for this tensor: its GPU's, or the emulated device's."""
-    return emulator.capability() if emulated(t) else torch.cuda.get_device_capability(t.device)
-
-
-def wgmma_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
-    """Why the wgmma/TMA kernel cannot read these (batch, M, K) @ (batch, K, N) operands, or None.
-    Mirrors csrc/kernels/bmm_args.h: TMA needs K-contiguous operands (B as N x K) with 16-byte-multiple
-    row and batch strides and no broadcast batch."""
-    size = a3.element_size()
-
-    def stride_ok(s: int) -> bool:
-        return s > 0 and (s * size) % 16 == 0
-
-    if a3.data_ptr() % 16 or b3.data_ptr() % 16:
-        return "operands must start on 16-byte boundaries"
-    if a3.stride(2) != 1 or not stride_ok(a3.stride(1)):
-        return "A must be K-contiguous with rows 16-byte aligned"
-    if b3.stride(1) != 1 or not stride_ok(b3.stride(2)):
-        return "B must be K-contiguous (an N x K matrix) with rows 16-byte aligned"
-    if a3.shape[0] > 1 and not (stride_ok(a3.stride(0)) and stride_ok(b3.stride(0))):
-        return "batches must be 16-byte-aligned and not broadcast (stride 0)"
-    return None
-
-
-def gemm_kernel_for(a3: torch.Tensor, b3: torch.Tensor) -> str:
-    """The registry kernel that runs this (batch, M, K) @ (batch, K, N) problem."""
-    if a3.dtype == torch.float32:
-        return GEMM_KERNEL[a3.dtype]
-    hopper = device_capability(a3) == (9, 0)
-    has_sm90a = emulated(a3) or "9.0a" in _extension.status().build_info.get("arch_list", "").split(",")
-    if hopper and has_sm90a:
-        if wgmma_unsupported_reason(a3, b3) is None:
-            return HOPPER_KERNEL
-    return GEMM_KERNEL[a3.dtype]
-
-
-def _operand_readable(t: torch.Tensor, inner_dim: int) -> bool:
-    """One operand (batch, rows, cols) of the mma.sync kernel, contiguous along ``inner_dim`` (1 or 2)."""
-    outer_dim = 3 - inner_dim
-    return (t.stride(inner_dim) == 1 and t.shape[inner_dim] % 8 == 0 and t.stride(outer_dim) % 8 == 0
-            and t.stride(0) % 8 == 0)
-
-
-def mma_sync_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
-    """Why the mma.sync kernel cannot read these (batch, M, K) @ (batch, K, N) operands, or None.
-    Mirrors csrc/kernels/bmm_args.h (the C++ check raises; this one lets "auto" fall back instead)."""
-    if a3.data_ptr() % 16 or b3.data_ptr() % 16:
-        return "operands must start on 16-byte boundaries"
-    if not (_operand_readable(a3, 2) or _operand_readable(a3, 1)):
-        return "A needs a contiguous K or M dimension whose size and other strides are multiples of 8"
-    if not (_operand_readable(b3, 1) or _operand_readable(b3, 2)):
-        return "B needs a contiguous K or N dimension whose size and other strides are multiples of 8"
-    return None
-
-
-def gemm_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
-    """Why the GEMM kernel of this dtype cannot run these (batch, M, K) @ (batch, K, N) operands on
-    their GPU, or None (fp32 runs on the SIMT kernel, which reads anything)."""
-    if a3.dtype == torch.float32:
-        return None
-    capability = device_capability(a3)
-    if capability < TENSOR_CORE_CAPABILITY:
-        return f"{a3.dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"
-    why = mma_sync_unsupported_reason(a3, b3)
-    return None if why is None else f"the mma.sync kernel cannot read these operands: {why}"
+DTYPES = tuple(GEMM_KERNEL)  # the dtypes that have a kernel (cuda_gemm.py chooses which)
 
 
 def arch_runs_on(arch_list: str, capability: tuple[int, int]) -> bool:
@@ -186,21 +109,18 @@ class CudaBackend(Backend):
     # conv2d: direct, depthwise and implicit-GEMM kernels, 1x1 on the GEMM kernels (cuda_conv.py).
     def conv2d(self, input, weight, bias, stride, padding, dilation, groups, activation):
         from ..ops._layout import conv_output_format
-        from . import cuda_conv
 
         channels_last = conv_output_format(input, weight) == torch.channels_last
         return cuda_conv.forward(input, weight, bias, stride, padding, dilation, groups, activation, channels_last)
 
     def conv2d_input_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
         from ..ops._layout import suggest_memory_format
-        from . import cuda_conv
 
         channels_last = suggest_memory_format(input) == torch.channels_last
         return cuda_conv.input_grad(grad_output, input.shape, weight, stride, padding, dilation, groups, channels_last)
 
     def conv2d_weight_grad(self, grad_output, input, weight, stride, padding, dilation, groups):
         from ..ops._layout import suggest_memory_format
-        from . import cuda_conv
 
         channels_last = suggest_memory_format(weight) == torch.channels_last
         return cuda_conv.weight_grad(grad_output, input, weight.shape, stride, padding, dilation, groups,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ._batched import is_depthwise, is_pointwise, pixel_rows
-from .cuda_backend import (
+from .cuda_gemm import (
     TENSOR_CORE_CAPABILITY,
     device_capability,
     gemm_kernel_for,

@@ -8,9 +8,9 @@ kernels without a GPU"). Nothing is built or loaded at import time.
 
 from __future__ import annotations
 
-import os
 import threading
 
+from .. import _env
 from .build import EmulatorBuildError
 
 __all__ = ["EmulatorBuildError", "enabled", "module", "configure", "settings", "status"]
@@ -22,7 +22,7 @@ _error: str | None = None
 
 def enabled() -> bool:
     """Whether ACCELKERNELS_CUDA_EMULATE asks for the executor."""
-    return os.environ.get("ACCELKERNELS_CUDA_EMULATE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return _env.flag("ACCELKERNELS_CUDA_EMULATE")  # an invalid value raises here, at first use
 
 
 def module():
@@ -33,7 +33,7 @@ def module():
             from . import build
 
             try:
-                _module = build.build(verbose=os.environ.get("ACCELKERNELS_VERBOSE_BUILD") == "1")
+                _module = build.build(verbose=_env.flag("ACCELKERNELS_VERBOSE_BUILD"))
             except EmulatorBuildError as exc:
                 _error = str(exc)
                 raise

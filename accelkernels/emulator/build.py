@@ -17,14 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import _build_config, _env
 from .rewrite import rewrite
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-CSRC = REPO_ROOT / "csrc"
+CSRC = _build_config.csrc_dir()  # the checkout's csrc/, or the copy a wheel installs
 KERNELS = CSRC / "kernels"
 EMULATOR = CSRC / "emulator"
 RUNTIME_SOURCES = ("runtime.cpp", "ptx.cpp", "cuda_api.cpp", "emu_ops.cpp")
 HOST_SOURCES = ("bmm_op.cpp", "conv_op.cpp", "kernel_registry.cpp")
+HOST_HEADERS = ("device_host.h", "kernel_registry.h", "registry_listing.h")
 
 
 class EmulatorBuildError(RuntimeError):
@@ -66,7 +67,18 @@ def cuda_include_dir() -> Path:
 
 
 def coverage_enabled() -> bool:
-    return os.environ.get("ACCELKERNELS_EMULATOR_COVERAGE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return _env.flag("ACCELKERNELS_EMULATOR_COVERAGE")
+
+
+def inputs() -> list[Path]:
+    """Every file of csrc/ the build reads (the kernels and their headers, the executor, the ops' host
+    code): hashed into the cache key, and what a wheel must ship (tests/test_packaging.py)."""
+    if not (KERNELS.is_dir() and EMULATOR.is_dir()):
+        raise EmulatorBuildError(f"the kernel sources are not in {CSRC} (kernels/ and emulator/): reinstall "
+                                 "accelkernels (a wheel ships them as accelkernels/_csrc/) or run from a checkout")
+    kernels = sorted(p for p in KERNELS.iterdir() if p.suffix in (".cu", ".cuh", ".h"))
+    executor = sorted(p for p in EMULATOR.iterdir() if p.suffix in (".cpp", ".h"))
+    return kernels + executor + [CSRC / n for n in HOST_SOURCES + HOST_HEADERS]
 
 
 def _flags(include: Path) -> list[str]:
@@ -79,9 +91,7 @@ def _flags(include: Path) -> list[str]:
 
 def source_hash(extra: list[str]) -> str:
     h = hashlib.sha256()
-    files = sorted(KERNELS.glob("*")) + sorted(EMULATOR.glob("*")) + [CSRC / n for n in HOST_SOURCES]
-    files += [CSRC / "device_host.h", CSRC / "kernel_registry.h", CSRC / "registry_listing.h", Path(__file__), Path(__file__).with_name("rewrite.py")]
-    for f in files:
+    for f in inputs() + [Path(__file__), Path(__file__).with_name("rewrite.py")]:
         if f.is_file():
             h.update(f.name.encode())
             h.update(f.read_bytes())

@@ -2,17 +2,37 @@
 
 Errors are InvalidArgumentError, a RuntimeError (what torch raises for the same calls) that is
 also a ValueError. Non-tensors where a tensor is expected are TypeErrors, as in torch.
+
+There is no dtype check here: the reference computes every dtype torch's own op computes (integer,
+complex, ...), and where torch has no kernel for a dtype, ``not_computed_by_torch`` turns torch's
+NotImplementedError into one that names the argument. Kernel backends refuse what they cannot serve
+in their own ``inputs_unsupported_reason``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..backends.base import FLOATING
-
 
 class InvalidArgumentError(RuntimeError, ValueError):
     """Bad input to an accelkernels function; the message names the argument."""
+
+
+class NotComputedByTorchError(InvalidArgumentError, NotImplementedError):
+    """torch itself has no kernel for these inputs (e.g. matmul of bool tensors, gelu of int64).
+
+    Also a NotImplementedError, the type torch raises for the same call, so code that catches
+    torch's error catches ours.
+    """
+
+
+def not_computed_by_torch(fn: str, what: str, t: torch.Tensor, exc: BaseException) -> NotComputedByTorchError:
+    """The error to raise (from ``exc``) when torch's own op refused ``t``'s dtype on its device;
+    ``what`` names the arguments ("a and b", "activation='gelu'")."""
+    return NotComputedByTorchError(
+        f"accelkernels.{fn}: torch has no kernel for {what} with {t.dtype} tensors on {t.device.type} "
+        f"(torch: {exc}); use a dtype torch computes there, e.g. float32"
+    )
 
 
 def fail(fn: str, message: str) -> None:
@@ -25,8 +45,6 @@ def check_tensor(fn: str, name: str, t: object, *, optional: bool = False) -> No
     if not isinstance(t, torch.Tensor):
         expected = "a Tensor or None" if optional else "a Tensor"
         raise TypeError(f"accelkernels.{fn}: {name} must be {expected}, got {type(t).__name__}")
-    if t.dtype not in FLOATING:
-        fail(fn, f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {t.dtype}")
     if t.layout != torch.strided:
         fail(fn, f"{name} must be a dense (strided) tensor, got layout {t.layout}")
 

@@ -38,7 +38,10 @@ def suggest_memory_format(t: torch.Tensor) -> torch.memory_format:
 
 
 def conv_output_format(input: torch.Tensor, weight: torch.Tensor, suggest=suggest_memory_format) -> torch.memory_format:
-    """torch's rule (ATen's cuDNN and mkldnn paths alike): channels_last if input or weight is."""
+    """torch's rule (ATen's cuDNN and mkldnn paths alike): channels_last if input or weight is.
+
+    Also for the gradients: torch computes grad_input and grad_weight in this format too. (Without
+    elements a tensor has no format: ATen's strides for those are whatever its code left.)"""
     if suggest(input) == torch.channels_last or suggest(weight) == torch.channels_last:
         return torch.channels_last
     return torch.contiguous_format

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from .. import _activation
 from ..backends import check_name, resolve
+from ..backends import torch_backend as reference
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
-from ._layout import conv_output_format, suggest_memory_format, suggest_memory_format_symbolic
+from ._layout import conv_output_format, suggest_memory_format_symbolic
 from .epilogue_backward import activation_backward_op, bias_grad_op
 
 OP = "conv2d"
@@ -61,6 +62,10 @@ def conv2d_op(
 ) -> torch.Tensor:
     impl = resolve(OP, backend, (input, weight, bias))
     out = impl.conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
+    if impl.name == "torch":
+        # torch's own result, in torch's own format: where the layouts are ambiguous (1x1 images,
+        # one channel per group) ATen's per-group CPU path can differ from the usual rule.
+        return out
     return out.contiguous(memory_format=conv_output_format(input, weight))
 
 
@@ -85,12 +90,14 @@ def conv2d_input_grad_op(
     """dL/dinput (input is passed for its shape and layout only)."""
     impl = resolve("conv2d", backend, (grad_output, weight), grad="input")
     out = impl.conv2d_input_grad(grad_output, input, weight, stride, padding, dilation, groups)
-    return out.contiguous(memory_format=suggest_memory_format(input))
+    # torch computes both gradients in the forward's format (channels_last if input or weight is),
+    # not each in its own tensor's; the reference returns torch's own (see conv2d_op).
+    return out if impl.name == "torch" else out.contiguous(memory_format=conv_output_format(input, weight))
 
 
 @conv2d_input_grad_op.register_fake
 def _(grad_output, input, weight, stride, padding, dilation, groups, backend):
-    fmt = suggest_memory_format_symbolic(input)
+    fmt = conv_output_format(input, weight, suggest_memory_format_symbolic)
     return torch.empty(input.shape, dtype=input.dtype, device=input.device, memory_format=fmt)
 
 
@@ -108,12 +115,12 @@ def conv2d_weight_grad_op(
     """dL/dweight (weight is passed for its shape and layout only)."""
     impl = resolve("conv2d", backend, (grad_output, input), grad="weight")
     out = impl.conv2d_weight_grad(grad_output, input, weight, stride, padding, dilation, groups)
-    return out.contiguous(memory_format=suggest_memory_format(weight))
+    return out if impl.name == "torch" else out.contiguous(memory_format=conv_output_format(input, weight))
 
 
 @conv2d_weight_grad_op.register_fake
 def _(grad_output, input, weight, stride, padding, dilation, groups, backend):
-    fmt = suggest_memory_format_symbolic(weight)
+    fmt = conv_output_format(input, weight, suggest_memory_format_symbolic)
     return torch.empty(weight.shape, dtype=weight.dtype, device=weight.device, memory_format=fmt)
 
 
@@ -133,6 +140,18 @@ def _backward(ctx, grad):
     stride, padding, dilation, groups = ctx.conv
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.has_bias
+    reference_backward = resolve(OP, ctx.backend, (input, weight, bias)).name == "torch"
+    if reference_backward and input.is_complex():
+        # No activation here: the public function refuses complex ones under autograd, as torch does.
+        grad_input, grad_weight, grad_bias = reference.conv2d_complex_grads(
+            grad, input, weight, bias, stride, padding, dilation, groups, (need_input, need_weight, need_bias))
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+    if grad.numel() == 0:
+        # No output element (an empty batch, or ATen's empty-channel answer, whose output can even
+        # have 0 channels): nothing depends on any input, so every gradient is zero, as torch's.
+        zeros = [torch.zeros_like(t) if need else None for t, need in zip((input, weight, bias),
+                                                                    (need_input, need_weight, need_bias))]
+        return (*zeros, None, None, None, None, None, None)
     grad_input = grad_weight = grad_bias = None
     saved = None  # what the activation's gradient reads: relu its output, gelu/silu the pre-activation
     if ctx.activation != "none":
@@ -140,7 +159,7 @@ def _backward(ctx, grad):
             saved = conv2d_op(input, weight, bias, stride, padding, dilation, groups, "none", ctx.backend)
         else:
             saved = output
-    if resolve(OP, ctx.backend, (input, weight, bias)).name == "torch":
+    if reference_backward:
         # The reference keeps torch's own epilogue backward, in the gradient's layout (no NHWC copy).
         grad = _activation.backward(grad, saved, saved, ctx.activation)
         if need_bias:
@@ -256,6 +275,11 @@ def conv2d(
     Returns:
         (N, K, P, Q) — or (K, P, Q) for unbatched input — channels_last if input or weight is
         (as torch). Under ``torch.autocast`` it runs in the autocast dtype, as F.conv2d does.
+
+    Dtypes: every dtype torch's own op computes on that device (integer and complex too, on the
+    reference backend); where torch has none, a NotImplementedError naming the arguments. The kernel
+    backends take float16/bfloat16/float32 and refuse others (BackendUnavailableError), which
+    ``"auto"`` sends to the reference.
     """
     activation = _activation.normalize(activation)
     check_name(backend)
@@ -279,8 +303,10 @@ def conv2d(
             f"the kernel {tuple(weight.shape[2:])} with dilation {dilation} spans {reach}, more than the "
             f"padded input {padded_hw} (input {tuple(x.shape[2:])} + padding {pad})",
         )
-    if _shortcut.reference_directly(OP, backend, (x, weight, bias)):
-        out = _activation.apply(F.conv2d(x, weight, bias, stride, pad, dilation, groups), activation)
+    _activation.check_autograd(OP, activation, (x, weight, bias))
+    if _shortcut.reference_directly(OP, backend, (x, weight, bias)) and not reference.weight_grad_needs_route(
+            x, weight, stride, pad, dilation):
+        out = reference.conv2d(x, weight, bias, stride, pad, dilation, groups, activation)
     else:
         out = conv2d_op(x, weight, bias, list(stride), list(pad), list(dilation), groups, activation, backend)
     return out.squeeze(0) if unbatched else out

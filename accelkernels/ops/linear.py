@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .. import _activation
 from ..backends import check_name, resolve
+from ..backends import torch_backend as reference
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
 from .epilogue_backward import activation_backward_op, bias_grad_op
@@ -21,22 +21,36 @@ from .matmul import matmul_op
 OP = "linear"
 
 
+def _column_bias(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether bias is None or one value per output feature, the form the kernels' epilogue adds.
+    torch also takes a 1-D weight, and biases that broadcast otherwise ((), (1,), (rows, N), ...)."""
+    return bias is None or (weight.dim() == 2 and bias.dim() == 1 and bias.shape[0] == weight.shape[0])
+
+
 @torch.library.custom_op("accelkernels::linear", mutates_args=())
 def linear_op(
     input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str, backend: str
 ) -> torch.Tensor:
     impl = resolve(OP, backend, (input, weight, bias))
-    return impl.linear(input, weight, bias, activation).contiguous()
+    if impl.name == "torch" or _column_bias(weight, bias):
+        # The reference gets the arguments as given: F.linear's own result, bit for bit.
+        return impl.linear(input, weight, bias, activation).contiguous()
+    # A kernel with a bias its epilogue cannot add: the GEMM on the kernel, then torch's add and
+    # activation (F.linear: matmul, then the broadcast bias).
+    out = impl.linear(input, weight if weight.dim() == 2 else weight.unsqueeze(0), None, "none")
+    out = out.squeeze(-1) if weight.dim() == 1 else out
+    return _activation.apply_(out + bias, activation).contiguous()
 
 
 @linear_op.register_fake
 def _(input, weight, bias, activation, backend):
-    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+    return input.new_empty((*input.shape[:-1], *weight.shape[:-1]))
 
 
 def _setup_context(ctx, inputs, output):
     input, weight, bias, activation, backend = inputs
     ctx.activation, ctx.backend, ctx.has_bias = activation, backend, bias is not None
+    ctx.column_bias = _column_bias(weight, bias)
     keep_output = output if activation == "relu" else None  # see conv2d: gelu/silu recompute
     ctx.save_for_backward(input, weight, bias, keep_output)
 
@@ -45,7 +59,8 @@ def _backward(ctx, grad):
     input, weight, bias, output = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.has_bias
-    out_features, in_features = weight.shape
+    weight_2d = weight if weight.dim() == 2 else weight.unsqueeze(0)  # a 1-D weight: one output feature
+    out_features, in_features = weight_2d.shape
     rows = math.prod(input.shape[:-1])
     grad_2d = grad.reshape(rows, out_features)
     grad_bias = None
@@ -57,13 +72,17 @@ def _backward(ctx, grad):
             saved = output
         grad_2d, grad_bias = activation_backward_op(grad_2d, saved.reshape(rows, out_features), ctx.activation,
                                                     ctx.backend)
-    elif need_bias:
+    elif need_bias and ctx.column_bias:
         grad_bias = bias_grad_op(grad_2d, ctx.backend)
+    if need_bias and not ctx.column_bias:
+        # A broadcast bias: its gradient sums dz over the dims it was broadcast along.
+        grad_bias = grad_2d.reshape(grad.shape).sum_to_size(bias.shape)
     grad_input = grad_weight = None
+    # conj(): torch's gradients for complex tensors (dX = dZ·conj(W), dW = dZᵀ·conj(X)); free for real ones.
     if need_input:
-        grad_input = matmul_op(grad_2d, weight, ctx.backend).reshape(input.shape)
+        grad_input = matmul_op(grad_2d, weight_2d.conj(), ctx.backend).reshape(input.shape)
     if need_weight:
-        grad_weight = matmul_op(grad_2d.mT, input.reshape(rows, in_features), ctx.backend)
+        grad_weight = matmul_op(grad_2d.mT, input.reshape(rows, in_features).conj(), ctx.backend).reshape(weight.shape)
     return grad_input, grad_weight, grad_bias if need_bias else None, None, None
 
 
@@ -83,12 +102,18 @@ def linear(
     Args:
         input: (..., in_features), at least 1-D.
         weight: (out_features, in_features), or (in_features,) for a scalar output per row.
-        bias: (out_features,) or None (a 1-element bias broadcasts, as in torch).
+        bias: (out_features,) or None; as in torch, any shape that broadcasts into the output
+            without enlarging it ((), (1,), (1, out_features), ...).
         activation: None, "relu", "gelu" (exact erf) or "silu", applied after the bias.
         backend: "auto" (the current default, see ``use_backend``), "torch", "triton" or "cuda".
 
     Returns:
         (..., out_features), contiguous; (...) when weight is 1-D.
+
+    Dtypes: every dtype torch's own op computes on that device (integer and complex too, on the
+    reference backend); where torch has none, a NotImplementedError naming the arguments. The kernel
+    backends take float16/bfloat16/float32 and refuse others (BackendUnavailableError), which
+    ``"auto"`` sends to the reference.
     """
     activation = _activation.normalize(activation)
     check_name(backend)
@@ -102,21 +127,21 @@ def linear(
     input, weight, bias = autocast(input, weight, bias)
     check_same(OP, "input", input, "weight", weight)
     check_same(OP, "input", input, "bias", bias)
-    vector_weight = weight.dim() == 1
-    if vector_weight:
-        if bias is not None:
-            fail(OP, "a 1-D weight takes no bias (as in torch)")
-        weight = weight.unsqueeze(0)
-    if input.shape[-1] != weight.shape[1]:
-        fail(OP, f"input has {input.shape[-1]} features (last dim) but weight expects {weight.shape[1]} "
-                 f"(weight.shape[1]); input shape {list(input.shape)}, weight shape {list(weight.shape)}")
-    if bias is not None:
-        if bias.dim() > 1 or bias.numel() not in (1, weight.shape[0]):
-            fail(OP, f"bias must be 1-D with {weight.shape[0]} elements (weight.shape[0]), got shape {list(bias.shape)}")
-        if bias.numel() != weight.shape[0] or bias.dim() == 0:
-            bias = bias.reshape(1).expand(weight.shape[0]).contiguous()
+    if input.shape[-1] != weight.shape[-1]:
+        fail(OP, f"input has {input.shape[-1]} features (last dim) but weight expects {weight.shape[-1]} "
+                 f"(weight.shape[-1]); input shape {list(input.shape)}, weight shape {list(weight.shape)}")
+    if not _column_bias(weight, bias):  # the common (N,) bias needs no broadcasting check
+        # torch adds the bias by broadcasting into the output, which it never enlarges.
+        out_shape = torch.Size((*input.shape[:-1], *weight.shape[:-1]))
+        try:
+            fits = torch.broadcast_shapes(bias.shape, out_shape) == out_shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            expected = f"1-D with {weight.shape[0]} elements (weight.shape[0])" if weight.dim() == 2 else \
+                f"broadcastable to the output's shape {list(out_shape)}"
+            fail(OP, f"bias must be {expected}, got shape {list(bias.shape)}")
+    _activation.check_autograd(OP, activation, (input, weight, bias))
     if _shortcut.reference_directly(OP, backend, (input, weight, bias)):
-        out = _activation.apply(F.linear(input, weight, bias), activation)
-    else:
-        out = linear_op(input, weight, bias, activation, backend)
-    return out.squeeze(-1) if vector_weight else out
+        return reference.linear(input, weight, bias, activation)
+    return linear_op(input, weight, bias, activation, backend)

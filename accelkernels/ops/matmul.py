@@ -6,9 +6,12 @@ both gradients, so a backend's GEMM kernel serves forward and backward alike.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..backends import check_name, resolve
+from ..backends import torch_backend as reference
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
 
@@ -59,16 +62,20 @@ def _backward(ctx, grad):
     g = grad.unsqueeze(-1) if b.dim() == 1 else grad  # b first: a 0-D grad (vector·vector) -> (1,) -> (1, 1)
     g = g.unsqueeze(-2) if a.dim() == 1 else g
     grad_a = grad_b = None
+    # For complex tensors torch's gradients are dC @ B^H and A^H @ dC (conj() is a free view, and
+    # a no-op for real dtypes).
     if need_a:
         # dA = dC @ B^T, summed over the dims along which A was broadcast.
-        grad_a = matmul_op(g, b2.mT, ctx.backend).sum_to_size(a2.shape).reshape(a.shape)
+        grad_a = matmul_op(g, b2.mT.conj(), ctx.backend).sum_to_size(a2.shape).reshape(a.shape)
     if need_b:
         if b2.dim() == 2 and g.dim() > 2:
             # B was shared by every batch: one GEMM over the folded batch instead of a sum of GEMMs.
+            # The row count is explicit: with K or N zero, reshape(-1, 0) would be ambiguous.
             k, n = b2.shape
-            dB = matmul_op(a2.expand(*g.shape[:-1], k).reshape(-1, k).mT, g.reshape(-1, n), ctx.backend)
+            rows = math.prod(g.shape[:-1])
+            dB = matmul_op(a2.expand(*g.shape[:-1], k).reshape(rows, k).mT.conj(), g.reshape(rows, n), ctx.backend)
         else:
-            dB = matmul_op(a2.mT, g, ctx.backend).sum_to_size(b2.shape)
+            dB = matmul_op(a2.mT.conj(), g, ctx.backend).sum_to_size(b2.shape)
         grad_b = dB.reshape(b.shape)
     return grad_a, grad_b, None
 
@@ -88,6 +95,11 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.
     Returns:
         (broadcast batch..., M, N), contiguous, in the inputs' dtype (the autocast dtype under
         ``torch.autocast``).
+
+    Dtypes: every dtype torch's own op computes on that device (integer and complex too, on the
+    reference backend); where torch has none, a NotImplementedError naming the arguments. The kernel
+    backends take float16/bfloat16/float32 and refuse others (BackendUnavailableError), which
+    ``"auto"`` sends to the reference.
     """
     check_name(backend)
     check_tensor(OP, "a", a)
@@ -98,5 +110,5 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.
     check_same(OP, "a", a, "b", b)
     output_shape(a.shape, b.shape)
     if _shortcut.reference_directly(OP, backend, (a, b)):
-        return torch.matmul(a, b)
+        return reference.matmul(a, b)
     return matmul_op(a, b, backend)

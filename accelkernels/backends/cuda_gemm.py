@@ -1,0 +1,100 @@
+"""Which CUDA C++ GEMM kernel serves a (batch, M, K) @ (batch, K, N) problem, and why none can.
+
+    float32                                    -> "warptile" (SIMT, reads any strides)
+    float16/bfloat16 on compute capability 9.0 -> "wgmma" (TMA + wgmma) when the build has sm_90a
+                                                  code (or on the CPU executor) and both operands are
+                                                  K-contiguous
+    float16/bfloat16 otherwise                 -> "mma_sync" (tensor cores, compute capability 8.0+)
+
+The GEMM ops (cuda_backend.py) and the 1x1 convolutions run as GEMMs (cuda_conv.py) both choose
+here, on the compute capability the kernels see: the tensor's GPU, or the CPU executor's emulated
+device (ACCELKERNELS_CUDA_EMULATE=1). The operand checks mirror csrc/kernels/bmm_args.h, so that
+"auto" falls back where the C++ check would raise. The kernels: csrc/README.md.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _extension, emulator
+
+# The kernel each dtype runs (csrc/kernel_registry.cpp lists them all; the bench times each as
+# "cuda:<name>"). fp32: the top step of the SIMT ladder; fp16/bf16: the mma.sync tensor-core kernel,
+# or on compute capability 9.0 with an sm_90a build and K-contiguous operands, the wgmma/TMA kernel.
+# None of these choices has been measured on a GPU yet: the order is the design's, not a timing's.
+GEMM_KERNEL = {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
+HOPPER_KERNEL = "wgmma"
+TENSOR_CORE_CAPABILITY = (8, 0)  # mma.sync with bf16 and ldmatrix/cp.async: Ampere and newer
+
+
+def emulated(t: torch.Tensor) -> bool:
+    """Whether this tensor is served by the CPU executor of the kernels (ACCELKERNELS_CUDA_EMULATE=1)."""
+    return t.device.type == "cpu" and emulator.enabled()
+
+
+def device_capability(t: torch.Tensor) -> tuple[int, int]:
+    """The compute capability the kernels see for this tensor: its GPU's, or the emulated device's."""
+    return emulator.capability() if emulated(t) else torch.cuda.get_device_capability(t.device)
+
+
+def wgmma_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """Why the wgmma/TMA kernel cannot read these (batch, M, K) @ (batch, K, N) operands, or None.
+    Mirrors csrc/kernels/bmm_args.h: TMA needs K-contiguous operands (B as N x K) with 16-byte-multiple
+    row and batch strides and no broadcast batch."""
+    size = a3.element_size()
+
+    def stride_ok(s: int) -> bool:
+        return s > 0 and (s * size) % 16 == 0
+
+    if a3.data_ptr() % 16 or b3.data_ptr() % 16:
+        return "operands must start on 16-byte boundaries"
+    if a3.stride(2) != 1 or not stride_ok(a3.stride(1)):
+        return "A must be K-contiguous with rows 16-byte aligned"
+    if b3.stride(1) != 1 or not stride_ok(b3.stride(2)):
+        return "B must be K-contiguous (an N x K matrix) with rows 16-byte aligned"
+    if a3.shape[0] > 1 and not (stride_ok(a3.stride(0)) and stride_ok(b3.stride(0))):
+        return "batches must be 16-byte-aligned and not broadcast (stride 0)"
+    return None
+
+
+def gemm_kernel_for(a3: torch.Tensor, b3: torch.Tensor) -> str:
+    """The registry kernel that runs this (batch, M, K) @ (batch, K, N) problem."""
+    if a3.dtype == torch.float32:
+        return GEMM_KERNEL[a3.dtype]
+    hopper = device_capability(a3) == (9, 0)
+    has_sm90a = emulated(a3) or "9.0a" in _extension.status().build_info.get("arch_list", "").split(",")
+    if hopper and has_sm90a:
+        if wgmma_unsupported_reason(a3, b3) is None:
+            return HOPPER_KERNEL
+    return GEMM_KERNEL[a3.dtype]
+
+
+def _operand_readable(t: torch.Tensor, inner_dim: int) -> bool:
+    """One operand (batch, rows, cols) of the mma.sync kernel, contiguous along ``inner_dim`` (1 or 2)."""
+    outer_dim = 3 - inner_dim
+    return (t.stride(inner_dim) == 1 and t.shape[inner_dim] % 8 == 0 and t.stride(outer_dim) % 8 == 0
+            and t.stride(0) % 8 == 0)
+
+
+def mma_sync_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """Why the mma.sync kernel cannot read these (batch, M, K) @ (batch, K, N) operands, or None.
+    Mirrors csrc/kernels/bmm_args.h (the C++ check raises; this one lets "auto" fall back instead)."""
+    if a3.data_ptr() % 16 or b3.data_ptr() % 16:
+        return "operands must start on 16-byte boundaries"
+    if not (_operand_readable(a3, 2) or _operand_readable(a3, 1)):
+        return "A needs a contiguous K or M dimension whose size and other strides are multiples of 8"
+    if not (_operand_readable(b3, 1) or _operand_readable(b3, 2)):
+        return "B needs a contiguous K or N dimension whose size and other strides are multiples of 8"
+    return None
+
+
+def gemm_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """Why the GEMM kernel of this dtype cannot run these (batch, M, K) @ (batch, K, N) operands on
+    their GPU, or None (fp32 runs on the SIMT kernel, which reads anything)."""
+    if a3.dtype == torch.float32:
+        return None
+    capability = device_capability(a3)
+    if capability < TENSOR_CORE_CAPABILITY:
+        return f"{a3.dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"
+    why = mma_sync_unsupported_reason(a3, b3)
+    return None if why is None else f"the mma.sync kernel cannot read these operands: {why}"
