@@ -167,7 +167,7 @@ def assert_same_tensor(ours, theirs, exact: bool, what: str, *, layout: str = "a
                                msg=lambda m: f"{what}: {m}")
 
 
-def compare(ours_fn, theirs_fn, leaves, views, gen, *, exact_grads: bool, exact_values: bool = True,
+def check_same_as_torch(ours_fn, theirs_fn, leaves, views, gen, *, exact_grads: bool, exact_values: bool = True,
             grad_layout: str = "none", grad_oracle=None, output_layout: str = "all"):
     """Run both, compare outcome, output and gradients; inputs must come out unchanged.
     ``grad_oracle``: where torch's own gradient is wrong, a float64 computation to take it from."""
@@ -250,8 +250,8 @@ def test_fuzz_matmul(case, c, restore_shortcut):
     gen = torch.Generator().manual_seed(c["seed"])
     la, a = make(a_shape, c["dtype"], a_layout, gen, c["requires_grad"])
     lb, b = make(b_shape, c["dtype"], b_layout, gen, c["requires_grad"])
-    compare(lambda: ak.matmul(a, b, backend=c["backend"]), lambda: torch.matmul(a, b), [la, lb], [a, b], gen,
-            exact_grads=c["shortcut"])
+    check_same_as_torch(lambda: ak.matmul(a, b, backend=c["backend"]), lambda: torch.matmul(a, b), [la, lb],
+                        [a, b], gen, exact_grads=c["shortcut"])
 
 
 # --- linear ----------------------------------------------------------------------------------------
@@ -284,9 +284,9 @@ def test_fuzz_linear(case, c, restore_shortcut):
     lx, x = make(x_shape, c["dtype"], x_layout, gen, c["requires_grad"])
     lw, w = make(w_shape, c["dtype"], w_layout, gen, c["requires_grad"])
     lb, b = make(b_shape, c["dtype"], "contiguous", gen, c["requires_grad"]) if b_shape is not None else (None, None)
-    compare(lambda: ak.linear(x, w, b, activation=activation, backend=c["backend"]),
-            lambda: torch_activation(F.linear(x, w, b), activation), [lx, lw, lb], [x, w, b], gen,
-            exact_grads=c["shortcut"])
+    check_same_as_torch(lambda: ak.linear(x, w, b, activation=activation, backend=c["backend"]),
+                        lambda: torch_activation(F.linear(x, w, b), activation), [lx, lw, lb], [x, w, b], gen,
+                        exact_grads=c["shortcut"])
 
 
 # --- conv2d ----------------------------------------------------------------------------------------
@@ -396,8 +396,8 @@ def test_fuzz_conv2d(case, c, restore_shortcut):
         # torch's bfloat16 weight gradient is garbage where a tap reads only padding: ours must be right.
         garbage = dtype == torch.bfloat16 and lw is not None and lw.requires_grad and has_dead_tap_brute(
             x_shape, w_shape, stride, padding, dilation)
-        compare(ours, theirs, [lx, lw, lb], [x, w, b], gen, exact_grads=c["shortcut"], grad_layout="channels_last",
-                grad_oracle=oracle64 if garbage else None)
+        check_same_as_torch(ours, theirs, [lx, lw, lb], [x, w, b], gen, exact_grads=c["shortcut"],
+                            grad_layout="channels_last", grad_oracle=oracle64 if garbage else None)
         return
     event("torch crashes here" if crash else "torch's numbers are wrong here")
 
@@ -411,8 +411,8 @@ def test_fuzz_conv2d(case, c, restore_shortcut):
 
     # The float64 call takes ATen's own loops, whose format differs from oneDNN's for ambiguous
     # layouts (1x1 images, grouped): the format is checked against oneDNN's rule, torch's function.
-    out = compare(ours, oracle, [lx, lw, lb], [x, w, b], gen, exact_grads=False, output_layout="none",
-                  exact_values=crash and not wrong and not dtype.is_complex, grad_layout="none")
+    out = check_same_as_torch(ours, oracle, [lx, lw, lb], [x, w, b], gen, exact_grads=False, output_layout="none",
+                              exact_values=crash and not wrong and not dtype.is_complex, grad_layout="none")
     if out is not None and out.numel():
         x4, w4 = (x if x.dim() == 4 else x.unsqueeze(0)), w
         expected = CL if CL in (suggest_memory_format(x4), suggest_memory_format(w4)) else torch.contiguous_format
