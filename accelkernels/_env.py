@@ -43,8 +43,10 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     # the same spellings as our flags, so both agree on whether the interpreter runs.
     Variable("TRITON_INTERPRET", FLAG,
              "on: Triton kernels run in Triton's interpreter on CPU tensors", default=False, read_by="Triton"),
+    Variable("ACCELKERNELS_AUTOTUNE", FLAG,
+             "off: backend='auto' never times a new shape (decisions on record still apply)", default=True),
     Variable("ACCELKERNELS_CACHE_DIR", TEXT,
-             "where `accelkernels tune` keeps its tables (unset: $XDG_CACHE_HOME/accelkernels)"),
+             "where the per-card tuning tables live (unset: $XDG_CACHE_HOME/accelkernels)"),
     Variable("XDG_CACHE_HOME", TEXT, "base of the default cache folder (unset: ~/.cache)"),
     # Building: ahead of time (setup.py), on first use, and the CPU executor.
     Variable("ACCELKERNELS_SKIP_CUDA_BUILD", FLAG,
@@ -107,6 +109,8 @@ def problem(name: str) -> str | None:
 
 def check(name: str) -> str | None:
     """The stripped value of ``name`` (None when unset or empty); raises EnvironmentVariableError if invalid."""
+    if os.environ.get(name) is None:  # the common case, on every call's path: one read (~0.5 us)
+        return None
     why = problem(name)
     if why is not None:
         raise EnvironmentVariableError(why)

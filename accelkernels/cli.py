@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.set_defaults(func=bench_cli.bench)
     p_tune = sub.add_parser("tune", help="measure which backend is fastest per shape on this card, for backend='auto'")
     bench_cli.add_arguments(p_tune)
+    p_tune.add_argument("--show", action="store_true",
+                        help="print the decisions on record (every table in the cache folder, with the measured "
+                             "ratios) instead of measuring")
     p_tune.set_defaults(func=bench_cli.tune)
     args = parser.parse_args(argv)
     if args.command is None:  # bare `accelkernels`: what it can do, like `pip`, rather than a usage error

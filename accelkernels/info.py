@@ -57,6 +57,29 @@ def _gpus() -> list[dict]:
     return gpus
 
 
+def _autotune() -> dict:
+    """Whether auto times new problems, and the tables of decisions it uses (one per card and versions)."""
+    from .backends import tuning_table
+
+    tables = []
+    if torch.cuda.is_available():
+        seen = set()
+        for i in range(torch.cuda.device_count()):
+            key = tuning_table.card_key(i)
+            path = tuning_table.table_path(key)
+            if path in seen:
+                continue
+            seen.add(path)
+            table, why = tuning_table.read(path)
+            if table is not None and table.get("key") != key:
+                table, why = None, "written for another card or versions"
+            tables.append({"gpus": [j for j in range(torch.cuda.device_count())
+                                    if tuning_table.table_path(tuning_table.card_key(j)) == path],
+                           "path": str(path), "exists": path.exists(),
+                           "decisions": len(table["entries"]) if table is not None else 0, "ignored": why})
+    return {"enabled": _env.flag("ACCELKERNELS_AUTOTUNE"), "tables": tables}
+
+
 def _emulator_status() -> str:
     from . import emulator
 
@@ -103,12 +126,28 @@ def collect() -> dict:
             "compile_on_first_use": _unless_invalid(_extension.describe_jit_possibility),
         },
         "cuda_emulator": _unless_invalid(_emulator_status),
+        "autotune": _unless_invalid(_autotune, None),
         "environment": environment,
         # None when an invalid variable hides the answer (the warnings name it)
         "backends": _unless_invalid(available_backends, None),
         "ops": _unless_invalid(op_support_table, None),
         "warnings": warnings,
     }
+
+
+def _autotune_lines(auto: dict | None) -> list[str]:
+    if auto is None:
+        return ["autotune      cannot tell while an environment variable is invalid (see the warnings)"]
+    state = ("on: backend='auto' times the backends on the first call of each new problem"
+             if auto["enabled"] else "off (ACCELKERNELS_AUTOTUNE=0): decisions on record only")
+    lines = [f"autotune      {state}"]
+    if not auto["tables"]:
+        lines.append("              no CUDA GPU: no tuning table in use (decisions on the CPU stay in the process)")
+    for t in auto["tables"]:
+        held = (f"{t['decisions']} decisions" if t["exists"] and t["ignored"] is None else
+                f"ignored: {t['ignored']}" if t["exists"] else "not written yet")
+        lines.append(f"              gpu {','.join(map(str, t['gpus']))}: {t['path']} ({held}; `accelkernels tune --show`)")
+    return lines
 
 
 def format_text(info: dict) -> str:
@@ -137,6 +176,7 @@ def format_text(info: dict) -> str:
         )
     lines.append(f"              compile on first use: {ext['compile_on_first_use']}")
     lines.append(f"cpu executor  {info['cuda_emulator']}")
+    lines += _autotune_lines(info["autotune"])
     lines.append("")
     lines.append("environment   (value, or unset: what it does)")
     width = max(map(len, info["environment"]))

@@ -311,27 +311,12 @@ def paired_inference(models: list[nn.Module], test: Split, args, precision: str,
 
 @torch.no_grad()
 def backends_serving(model: nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> list[str]:
-    """The backends that the model's accelkernels layers resolve to on a forward of ``x`` (their real
-    inputs, under this precision's autocast, which our ops apply to input, weight and bias)."""
-    names: set[str] = set()
-
-    def record(layer: nn.Module, inputs: tuple) -> None:
-        tensors = (inputs[0], layer.weight, layer.bias)
-        if torch.is_autocast_enabled(device.type):
-            dtype = torch.get_autocast_dtype(device.type)
-            tensors = tuple(t.to(dtype) if t is not None and t.dtype != torch.float64 else t for t in tensors)
-        op = "conv2d" if isinstance(layer, ak.nn.Conv2d) else "linear"
-        names.add(ak.backends.resolve(op, layer.backend, tensors).name)
-
-    layers = [m for m in model.modules() if isinstance(m, (ak.nn.Conv2d, ak.nn.Linear))]
-    handles = [layer.register_forward_pre_hook(record) for layer in layers]
-    try:
-        with autocast(device, precision):
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return sorted(names)
+    """The backends that the model's accelkernels layers ran on a forward of ``x`` under this
+    precision's autocast: what ``auto`` decided (timing them on first use where it can), asked of
+    accelkernels rather than guessed from the device."""
+    with autocast(device, precision), ak.backends.record_choices() as ran:
+        model(x)
+    return sorted({name for _, name in ran})
 
 
 # --- γ -------------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -16,6 +19,15 @@ else:
     # Autotuning every shape the tests use would take minutes; one fixed config proves correctness
     # (tests/test_gpu.py runs the autotuned path once on purpose).
     os.environ.setdefault("ACCELKERNELS_TRITON_AUTOTUNE", "0")
+
+# backend="auto" times the backends on the first call of each new problem (accelkernels/backends/
+# autotune.py). With the Triton interpreter on, that would run every new test shape in the interpreter
+# (seconds each, thousands of shapes); the suite runs auto's untimed path instead, and
+# tests/test_autotune.py turns the timing on where it is what is tested. Decisions and tables never
+# reach the user's cache folder.
+os.environ.setdefault("ACCELKERNELS_AUTOTUNE", "0")
+os.environ["ACCELKERNELS_CACHE_DIR"] = tempfile.mkdtemp(prefix="accelkernels-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ACCELKERNELS_CACHE_DIR"], ignore_errors=True)
 
 # The device Triton kernels run on in this session: the GPU, or CPU tensors under the interpreter.
 TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"

@@ -207,10 +207,10 @@ def test_auto_is_marked_same_path_only_when_it_resolves_to_the_reference(monkeyp
     assert runner.same_path(_gemm(8, 8, 8), "torch", x) is None
     assert runner.same_path(_gemm(8, 8, 8), "cuda:naive", x) is False
     if not torch.cuda.is_available():
-        assert runner.same_path(_gemm(8, 8, 8), "auto", x) is True  # AUTO_ORDER on the CPU: the reference only
+        assert runner.same_path(_gemm(8, 8, 8), "auto", x) is True  # on the CPU: the reference only
     from accelkernels import backends
 
-    monkeypatch.setattr(backends, "resolve", lambda op, requested, tensors: backends.BACKENDS["triton"])
+    monkeypatch.setattr(backends, "_automatic", lambda *a: backends.BACKENDS["triton"])  # what auto ran
     assert runner.same_path(_gemm(8, 8, 8), "auto", x) is False
 
 
@@ -369,6 +369,7 @@ def test_repeatability_script_reads_old_and_new_results(tmp_path, capsys):
 # --- the tuning table ---------------------------------------------------------------------------------
 
 KEY = {"device": "Test GPU", "capability": "9.0", "torch": "x", "triton": "y", "accelkernels": "z"}
+SQUARE_256 = "matmul|fwd|bfloat16|r.r|none|k256|m8|n8|b0"
 
 
 def test_tuning_table_round_trips_and_picks_the_fastest(tmp_path):
@@ -381,7 +382,8 @@ def test_tuning_table_round_trips_and_picks_the_fastest(tmp_path):
              dtype="bf16", layout="row-major", median_ms=None),
     ]
     table = tuning.build_table(rows, KEY)
-    assert table["entries"] == {"matmul|bf16|row-major|m8|n8|k8": "triton"}
+    assert table["entries"] == {SQUARE_256: {"backend": "triton", "by": "tune", "ratios": {"triton": 2.0},
+                                             "reference_ms": 2.0}}
     path = tuning.save(table, tmp_path / "t.json")
     assert tuning.load(path, KEY) == table["entries"]
 
@@ -392,10 +394,11 @@ def test_tuning_table_from_paired_rows_needs_a_faster_verdict():
     rows = [dict(base, provider="torch", verdict="reference", speedup=None),
             dict(base, provider="triton", verdict="no difference", speedup=1.04, median_ms=0.9),
             dict(base, provider="cuda", verdict="slower", speedup=0.5, median_ms=0.5)]
-    bucket = "matmul|bf16|row-major|m8|n8|k8"
-    assert tuning.build_table(rows, KEY)["entries"] == {bucket: "torch"}  # lower latencies, but not faster
+    entry = tuning.build_table(rows, KEY)["entries"][SQUARE_256]
+    assert entry["backend"] == "torch"  # lower latencies, but not faster
+    assert entry["ratios"] == {"triton": 1.04, "cuda": 0.5}
     rows.append(dict(rows[1], provider="cuda", verdict="faster", speedup=1.3))
-    assert tuning.build_table(rows, KEY)["entries"] == {bucket: "cuda"}
+    assert tuning.build_table(rows, KEY)["entries"][SQUARE_256]["backend"] == "cuda"
 
 
 def test_corrupt_or_foreign_tuning_files_are_ignored_with_a_warning(tmp_path):
@@ -403,10 +406,10 @@ def test_corrupt_or_foreign_tuning_files_are_ignored_with_a_warning(tmp_path):
     path.write_text("{not json")
     with pytest.warns(RuntimeWarning, match="unreadable"):
         assert tuning.load(path, KEY) is None
-    path.write_text(json.dumps({"format": 1, "key": KEY, "entries": {"b": "os.system"}}))
+    path.write_text(json.dumps({"format": 2, "key": KEY, "entries": {"b": {"backend": "os.system"}}}))
     with pytest.warns(RuntimeWarning, match="malformed"):
         assert tuning.load(path, KEY) is None
-    tuning.save({"format": 1, "key": {**KEY, "device": "Other"}, "entries": {}}, path)
+    tuning.save({"format": 2, "key": {**KEY, "device": "Other"}, "entries": {}}, path)
     with pytest.warns(RuntimeWarning, match="written for"):
         assert tuning.load(path, KEY) is None
     with warnings.catch_warnings():
@@ -415,13 +418,19 @@ def test_corrupt_or_foreign_tuning_files_are_ignored_with_a_warning(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-def test_call_buckets_match_case_buckets(layout):
+def test_case_keys_are_the_keys_of_the_calls_auto_times(layout):
+    """`tune` (from cases) and auto's first use (from live calls) must write the same keys."""
+    from accelkernels.ops.conv2d import forward_problem
+    from accelkernels.ops.linear import linear_problem
+
     case = _conv(32, 64, 56, 64, 3, 1, 1)
-    inputs = problems.make_inputs(case, torch.bfloat16, "cpu", layout, requires_grad=False)
-    assert tuning.call_bucket("conv2d", inputs.tensors) == tuning.case_bucket("conv2d", "bf16", layout, case.dims)
+    x, w, b = problems.make_inputs(case, torch.bfloat16, "cpu", layout, requires_grad=False).tensors
+    live = forward_problem(x, w, b, (1, 1), (1, 1), (1, 1), 1, "none").key
+    assert tuning.case_key(case, "bf16", layout) == live
     lin = _gemm(4096, 14336, 4096, op="linear")
-    x, w = torch.empty(2, 2048, 4096, dtype=torch.float16), torch.empty(14336, 4096, dtype=torch.float16)
-    assert tuning.call_bucket("linear", (x, w)) == tuning.case_bucket("linear", "fp16", "row-major", lin.dims)
+    x, w, b = torch.empty(2, 2048, 4096, dtype=torch.float16), torch.empty(14336, 4096, dtype=torch.float16), \
+        torch.empty(14336, dtype=torch.float16)
+    assert tuning.case_key(lin, "fp16", "row-major") == linear_problem(x, w, b, "none").key
 
 
 def test_readme_performance_section_comes_from_the_newest_gpu_run(tmp_path):

@@ -110,23 +110,45 @@ def test_converted_cnn_on_gpu_matches_torch():
 
 def test_auto_follows_the_tuning_table(tmp_path, monkeypatch):
     from accelkernels import backends
-    from accelkernels.benchmark import tuning
+    from accelkernels.backends import autotune, tuning_table
+    from accelkernels.ops.matmul import matmul_problem
 
     if not ak.is_available("triton"):
         pytest.skip("triton unavailable")
     monkeypatch.setenv("ACCELKERNELS_CACHE_DIR", str(tmp_path))
-    tuning.forget()
+    monkeypatch.setenv("ACCELKERNELS_AUTOTUNE", "0")
+    autotune.forget()
     a = torch.randn(256, 256, device="cuda", dtype=torch.bfloat16)
-    assert backends.resolve("matmul", "auto", (a, a)).name == "torch"  # no table: the built-in order
-    key = tuning.card_key()
-    tuning.save({"format": 1, "key": key, "entries": {tuning.call_bucket("matmul", (a, a)): "triton"}},
-                tuning.table_path(key))
-    tuning.forget()
+    assert backends.resolve("matmul", "auto", (a, a), problem=matmul_problem(a, a)).name == "torch"  # no table
+    key = tuning_table.card_key()
+    tuning_table.add(tuning_table.table_path(key), key, {matmul_problem(a, a).key: {
+        "backend": "triton", "by": "tune", "ratios": {"triton": 1.5}, "reference_ms": 1.0}})
+    autotune.forget()
     try:
-        assert backends.resolve("matmul", "auto", (a, a)).name == "triton"
+        assert backends.resolve("matmul", "auto", (a, a), problem=matmul_problem(a, a)).name == "triton"
         torch.testing.assert_close(ak.matmul(a, a), a @ a)
     finally:
-        tuning.forget()
+        autotune.forget()
+
+
+def test_auto_times_on_first_use_on_the_gpu(tmp_path, monkeypatch):
+    """The real clock (CUDA events): one decision per key, written to this card's table, torch's answer."""
+    from accelkernels.backends import autotune, tuning_table
+
+    monkeypatch.setenv("ACCELKERNELS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ACCELKERNELS_AUTOTUNE", "1")
+    autotune.forget()
+    try:
+        a = torch.randn(512, 512, device="cuda", dtype=torch.float16)
+        out = ak.matmul(a, a)
+        torch.testing.assert_close(out, a @ a, rtol=2e-2, atol=2e-2)
+        (slot, key), = autotune.decisions()
+        d = autotune.decisions()[(slot, key)]
+        assert slot == f"cuda:{torch.cuda.current_device()}" and d.by == "first use" and d.reference_ms > 0
+        card = tuning_table.card_key()
+        assert key in tuning_table.load(tuning_table.table_path(card), card)
+    finally:
+        autotune.forget()
 
 
 @pytest.mark.parametrize("kernel", ["tiled", "persistent", "tma"])

@@ -2,17 +2,22 @@
 
 Rules (the README states them for users):
 - ``"auto"`` means the current default: ``use_backend(...)`` > ``ACCELKERNELS_BACKEND`` > automatic.
-- Automatic choice on CUDA tensors first asks the tuning table that ``accelkernels tune`` wrote
-  for this card (accelkernels/benchmark/tuning.py); then it walks ``AUTO_ORDER`` for the tensors'
-  device and takes the first backend that can serve the inputs, else the reference — silently on the CPU, with one warning per process
-  when a GPU is present but the CUDA extension is not built.
+- Automatic choice is measured (autotune.py): the first eager call of a problem that a kernel
+  backend can serve times them against the reference and keeps the winner only where it beats the
+  reference by the margin; decisions are remembered per device, and on CUDA devices in the card's
+  table on disk (tuning_table.py, which `accelkernels tune` also writes). Calls that carry no
+  problem (the epilogue's backward) and calls that cannot be timed now take ``AUTO_ORDER``, else
+  the reference. On the CPU only the CPU executor (ACCELKERNELS_CUDA_EMULATE=1) and Triton's
+  interpreter (TRITON_INTERPRET=1) compete with ATen; without them the reference is taken at once.
+  With a GPU present but the CUDA extension not built, one warning per process.
 - An explicitly requested backend that cannot serve raises BackendUnavailableError; it never
-  quietly runs another one. An unknown name is a ValueError.
+  quietly runs another one, and it never times anything. An unknown name is a ValueError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import contextvars
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,7 +25,11 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .. import _env
+from .. import emulator as _emulator
+from ..triton_kernels import interpreting as _interpreting
 from .._errors import BackendUnavailableError
+from . import autotune
+from .autotune import Problem, record_choices
 from .base import Backend
 from .cuda_backend import CudaBackend
 from .torch_backend import TorchBackend
@@ -31,9 +40,9 @@ OPS = ("conv2d", "matmul", "linear")
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (TorchBackend(), TritonBackend(), CudaBackend())}
 
-# What "auto" tries, per device type and op, before the reference. A backend joins a list only when
-# `accelkernels bench` shows it beating cuBLAS/cuDNN on the card; none has been measured yet, so the
-# reference serves everything. The kernel issues add entries together with the numbers behind them.
+# What "auto" takes when it cannot measure (a call without a problem, timing impossible now, autotune
+# off) and nothing is on record. A backend joins a list only when `accelkernels bench` shows it beating
+# cuBLAS/cuDNN on every card we know; none has been measured yet, so the reference serves those calls.
 AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     "cuda": {"conv2d": (), "matmul": (), "linear": ()},
     "cpu": {"conv2d": (), "matmul": (), "linear": ()},
@@ -87,10 +96,42 @@ def _warn_once_if_gpu_without_kernels(device_type: str) -> None:
         )
 
 
-def resolve(op: str, requested: str, tensors: Sequence[torch.Tensor | None], **details) -> Backend:
+def _kernels_possible_on_cpu() -> bool:
+    """Whether a kernel backend can take CPU tensors at all: the CPU executor or Triton's interpreter.
+    On every CPU call of ``auto``: both unset (the usual case) costs two environment reads."""
+    if os.environ.get("ACCELKERNELS_CUDA_EMULATE") is None and os.environ.get("TRITON_INTERPRET") is None:
+        return False
+    return _emulator.enabled() or _interpreting()
+
+
+def _built_in_order(op: str, tensors, details) -> Backend:
+    for candidate in AUTO_ORDER.get(tensors[0].device.type, {}).get(op, ()):
+        backend = BACKENDS[candidate]
+        if backend.why_not(op, tensors, **details) is None:
+            return backend
+    return BACKENDS["torch"]
+
+
+def _automatic(op: str, tensors, problem: Problem | None, details) -> Backend:
+    device_type = tensors[0].device.type  # the first tensor (input / a) is never None
+    if device_type == "cuda":
+        _warn_once_if_gpu_without_kernels(device_type)
+    elif device_type == "cpu" and not _kernels_possible_on_cpu():
+        return BACKENDS["torch"]
+    if problem is None:
+        return _built_in_order(op, tensors, details)
+    name = autotune.choose(op, problem, tensors, BACKENDS,
+                           lambda: _built_in_order(op, tensors, details).name, details)
+    return BACKENDS[name]
+
+
+def resolve(op: str, requested: str, tensors: Sequence[torch.Tensor | None], *, problem: Problem | None = None,
+            **details) -> Backend:
     """The backend that will run ``op`` on these inputs (see the module docstring for the rules).
 
-    On every eager call's path: kept to a few microseconds (see accelkernels/ops/_shortcut.py).
+    ``problem`` (autotune.Problem) is what ``auto`` times on first use; without it ``auto`` takes the
+    built-in order. On every eager call's path: kept to a few microseconds (see
+    accelkernels/ops/_shortcut.py).
     """
     name = current_default() if requested == "auto" else check_name(requested)
     if name != "auto":
@@ -98,20 +139,11 @@ def resolve(op: str, requested: str, tensors: Sequence[torch.Tensor | None], **d
         why = backend.why_not(op, tensors, **details)
         if why is not None:
             raise BackendUnavailableError(f"accelkernels.{op}: backend={name!r} cannot serve this call: {why}")
-        return backend
-    device_type = tensors[0].device.type  # the first tensor (input / a) is never None
-    if device_type == "cuda":
-        _warn_once_if_gpu_without_kernels(device_type)
-        from ..benchmark import tuning  # `accelkernels tune` measured this card: its choice comes first
-
-        tuned = tuning.lookup(op, tensors)
-        if tuned is not None and BACKENDS[tuned].why_not(op, tensors, **details) is None:
-            return BACKENDS[tuned]
-    for candidate in AUTO_ORDER.get(device_type, {}).get(op, ()):
-        backend = BACKENDS[candidate]
-        if backend.why_not(op, tensors, **details) is None:
-            return backend
-    return BACKENDS["torch"]
+    else:
+        backend = _automatic(op, tensors, problem, details)
+    if autotune.recording.get() is not None:
+        autotune.recording.get().append((op, backend.name))
+    return backend
 
 
 def available_backends() -> dict[str, dict[str, object]]:
@@ -152,11 +184,13 @@ __all__ = [
     "BACKENDS",
     "BACKEND_NAMES",
     "BackendUnavailableError",
+    "Problem",
     "available_backends",
     "check_name",
     "current_default",
     "is_available",
     "op_support_table",
+    "record_choices",
     "resolve",
     "use_backend",
 ]

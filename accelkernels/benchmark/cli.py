@@ -155,19 +155,57 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def _write_tuning(rows: list[dict], device: str) -> None:
+    from ..backends import autotune
     from . import tuning
 
     if device != "cuda":
-        print("accelkernels tune: no CUDA GPU: backend='auto' always uses the reference on the CPU; nothing to tune")
+        print("accelkernels tune: no CUDA GPU: on the CPU backend='auto' runs the reference (only the CPU "
+              "executor and Triton's interpreter compete with it there, and they time themselves); nothing to tune")
         return
     key = tuning.card_key()
     table = tuning.build_table(rows, key)
-    path = tuning.save(table, tuning.table_path(key))
-    tuning.forget()
-    print(f"accelkernels tune: {len(table['entries'])} buckets -> {path}")
-    print(json.dumps(table["entries"], indent=1))
+    path = tuning.add(tuning.table_path(key), key, table["entries"])  # online decisions of other shapes stay
+    autotune.forget()
+    print(f"accelkernels tune: {len(table['entries'])} decisions -> {path}")
+    print(format_decisions(table["entries"]))
+
+
+def format_decisions(entries: dict[str, dict]) -> str:
+    """One line per decision: the backend, who decided, the reference's time and each candidate's ratio."""
+    if not entries:
+        return "  (no decisions)"
+    from ..backends.autotune import Decision
+
+    width = max(map(len, entries))
+    return "\n".join(f"  {k:<{width}}  {Decision.from_entry(e).describe()}" for k, e in sorted(entries.items()))
+
+
+def show(args: argparse.Namespace) -> int:
+    """`accelkernels tune --show`: every table in the cache folder, the one this card uses marked."""
+    from ..backends import tuning_table
+
+    in_use = None
+    if torch.cuda.is_available():
+        in_use = tuning_table.table_path(tuning_table.card_key(torch.cuda.current_device()))
+    tables = tuning_table.tables_on_disk()
+    print(f"tuning tables in {tuning_table.cache_dir() / 'tuning'}: {len(tables)}"
+          + ("" if in_use is not None else " (no CUDA GPU here: none is in use)"))
+    if in_use is not None and all(path != in_use for path, _, _ in tables):
+        print(f"  this card's table {in_use.name} does not exist yet: backend='auto' writes it on first use")
+    for path, table, why in tables:
+        mark = " (this card's)" if path == in_use else ""
+        if table is None:
+            print(f"\n{path.name}{mark}: ignored: {why}")
+            continue
+        k = table.get("key", {})
+        print(f"\n{path.name}{mark}: {len(table['entries'])} decisions for {k.get('device')} (sm {k.get('capability')}), "
+              f"torch {k.get('torch')}, triton {k.get('triton')}, accelkernels {k.get('accelkernels')}")
+        print(format_decisions(table["entries"]))
+    return 0
 
 
 def tune(args: argparse.Namespace) -> int:
+    if getattr(args, "show", False):
+        return show(args)
     args.tune, args.mode = True, args.mode or ["fwd"]
     return bench(args)

@@ -18,7 +18,7 @@ from . import ceilings as ceilings_mod
 from .problems import (DTYPES, bytes_moved, flops, make_inputs, modes_for, results_of, throughput_unit,
                        timed_call)
 from .suites import Case
-from . import timing
+from . import problems, timing
 from .timing import summary_ms
 
 ROW_FIELDS = (
@@ -128,15 +128,18 @@ def cpu_limit_reason(limit_flops: float) -> str:
 
 def same_path(case: Case, provider: str, tensors: list[torch.Tensor]) -> bool | None:
     """Whether ``provider`` runs the reference's own kernels for this call on this machine: "auto"
-    resolving to torch (always so on a CPU, and on a GPU until a kernel is measured faster). Its
-    ratio then measures accelkernels' dispatch overhead, not a kernel. None for the reference."""
+    whose measured choice (made on its first call) is torch — always so on a CPU, and on a GPU where
+    no kernel beat the reference. Its ratio then measures accelkernels' dispatch overhead, not a
+    kernel. None for the reference."""
     if provider == "torch":
         return None
     if provider != "auto":
         return False
-    from ..backends import resolve
+    from ..backends import record_choices
 
-    return resolve(case.op, "auto", tensors).name == "torch"
+    with torch.no_grad(), record_choices() as ran:  # what its calls ran, after the timing decided
+        problems.forward_fn(case, provider)(*tensors)
+    return all(name == "torch" for _, name in ran)
 
 
 def _max_error(results: list[torch.Tensor], reference: list[torch.Tensor]) -> float:

@@ -20,8 +20,9 @@ from ..backends import resolve
 ENABLED = True
 
 
-def reference_directly(op: str, backend: str, tensors) -> bool:
-    """True when this eager call should skip the op and call torch itself."""
+def reference_directly(op: str, backend: str, tensors, problem) -> bool:
+    """True when this eager call should skip the op and call torch itself. With ``auto`` this is
+    where a new problem is timed on first use (``problem``: accelkernels.backends.autotune.Problem)."""
     if not ENABLED or torch.compiler.is_compiling() or torch._C._autograd._profiler_enabled():
         return False
-    return resolve(op, backend, tensors).name == "torch"
+    return resolve(op, backend, tensors, problem=problem).name == "torch"

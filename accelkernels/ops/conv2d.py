@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _activation
-from ..backends import check_name, resolve
+from ..backends import Problem, autotune, check_name, resolve
 from ..backends import torch_backend as reference
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
@@ -45,6 +45,50 @@ def _output_shape(input, weight, stride, padding, dilation) -> list:
     ]
 
 
+# --- what each pass runs on a backend, and its problem for auto's timing -------------------------------
+
+
+def _forward_on(impl, input, weight, bias, stride, padding, dilation, groups, activation):
+    out = impl.conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
+    if impl.name == "torch":
+        # torch's own result, in torch's own format: where the layouts are ambiguous (1x1 images,
+        # one channel per group) ATen's per-group CPU path can differ from the usual rule.
+        return out
+    return out.contiguous(memory_format=conv_output_format(input, weight))
+
+
+def _input_grad_on(impl, grad_output, input, weight, stride, padding, dilation, groups):
+    out = impl.conv2d_input_grad(grad_output, input, weight, stride, padding, dilation, groups)
+    # torch computes both gradients in the forward's format (channels_last if input or weight is),
+    # not each in its own tensor's; the reference returns torch's own (see _forward_on).
+    return out if impl.name == "torch" else out.contiguous(memory_format=conv_output_format(input, weight))
+
+
+def _weight_grad_on(impl, grad_output, input, weight, stride, padding, dilation, groups):
+    out = impl.conv2d_weight_grad(grad_output, input, weight, stride, padding, dilation, groups)
+    return out if impl.name == "torch" else out.contiguous(memory_format=conv_output_format(input, weight))
+
+
+def _problem(pass_, input, weight, has_bias, conv, activation, run) -> Problem:
+    """The problem of one pass, keyed by the forward's input and weight (autotune.conv2d_key)."""
+    return Problem(lambda: autotune.conv2d_key(pass_, input, weight, has_bias, *conv, activation), run)
+
+
+def forward_problem(input, weight, bias, stride, padding, dilation, groups, activation, *, eager=False,
+                    run=True) -> Problem:
+    """What auto times for a forward: each backend on the path its call takes — the registered op with that
+    backend named; with ``eager`` (the public function's shortcut) the reference as torch's own op, the
+    way a call the reference wins runs, so the op machinery's cost counts against the kernels only."""
+    conv = (list(stride), list(padding), list(dilation), groups)
+
+    def work(name: str):
+        if name == "torch" and eager:
+            return reference.conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
+        return conv2d_op(input, weight, bias, *conv, activation, name)
+
+    return _problem("fwd", input, weight, bias is not None, conv, activation, work if run else None)
+
+
 # --- the ops ---------------------------------------------------------------------------------------
 
 
@@ -60,13 +104,9 @@ def conv2d_op(
     activation: str,
     backend: str,
 ) -> torch.Tensor:
-    impl = resolve(OP, backend, (input, weight, bias))
-    out = impl.conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
-    if impl.name == "torch":
-        # torch's own result, in torch's own format: where the layouts are ambiguous (1x1 images,
-        # one channel per group) ATen's per-group CPU path can differ from the usual rule.
-        return out
-    return out.contiguous(memory_format=conv_output_format(input, weight))
+    problem = forward_problem(input, weight, bias, stride, padding, dilation, groups, activation)
+    impl = resolve(OP, backend, (input, weight, bias), problem=problem)
+    return _forward_on(impl, input, weight, bias, stride, padding, dilation, groups, activation)
 
 
 @conv2d_op.register_fake
@@ -88,11 +128,11 @@ def conv2d_input_grad_op(
     backend: str,
 ) -> torch.Tensor:
     """dL/dinput (input is passed for its shape and layout only)."""
-    impl = resolve("conv2d", backend, (grad_output, weight), grad="input")
-    out = impl.conv2d_input_grad(grad_output, input, weight, stride, padding, dilation, groups)
-    # torch computes both gradients in the forward's format (channels_last if input or weight is),
-    # not each in its own tensor's; the reference returns torch's own (see conv2d_op).
-    return out if impl.name == "torch" else out.contiguous(memory_format=conv_output_format(input, weight))
+    args = (grad_output, input, weight, stride, padding, dilation, groups)
+    problem = _problem("dgrad", input, weight, False, (stride, padding, dilation, groups), "none",
+                       lambda name: conv2d_input_grad_op(*args, name))
+    impl = resolve("conv2d", backend, (grad_output, weight), problem=problem, grad="input")
+    return _input_grad_on(impl, *args)
 
 
 @conv2d_input_grad_op.register_fake
@@ -113,9 +153,11 @@ def conv2d_weight_grad_op(
     backend: str,
 ) -> torch.Tensor:
     """dL/dweight (weight is passed for its shape and layout only)."""
-    impl = resolve("conv2d", backend, (grad_output, input), grad="weight")
-    out = impl.conv2d_weight_grad(grad_output, input, weight, stride, padding, dilation, groups)
-    return out if impl.name == "torch" else out.contiguous(memory_format=conv_output_format(input, weight))
+    args = (grad_output, input, weight, stride, padding, dilation, groups)
+    problem = _problem("wgrad", input, weight, False, (stride, padding, dilation, groups), "none",
+                       lambda name: conv2d_weight_grad_op(*args, name))
+    impl = resolve("conv2d", backend, (grad_output, input), problem=problem, grad="weight")
+    return _weight_grad_on(impl, *args)
 
 
 @conv2d_weight_grad_op.register_fake
@@ -140,7 +182,9 @@ def _backward(ctx, grad):
     stride, padding, dilation, groups = ctx.conv
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.has_bias
-    reference_backward = resolve(OP, ctx.backend, (input, weight, bias)).name == "torch"
+    # The forward's decision (made when it ran; a lookup, never a timing).
+    problem = forward_problem(input, weight, bias, stride, padding, dilation, groups, ctx.activation, run=False)
+    reference_backward = resolve(OP, ctx.backend, (input, weight, bias), problem=problem).name == "torch"
     if reference_backward and input.is_complex():
         # No activation here: the public function refuses complex ones under autograd, as torch does.
         grad_input, grad_weight, grad_bias = reference.conv2d_complex_grads(
@@ -304,7 +348,8 @@ def conv2d(
             f"padded input {padded_hw} (input {tuple(x.shape[2:])} + padding {pad})",
         )
     _activation.check_autograd(OP, activation, (x, weight, bias))
-    if _shortcut.reference_directly(OP, backend, (x, weight, bias)) and not reference.weight_grad_needs_route(
+    problem = forward_problem(x, weight, bias, stride, pad, dilation, groups, activation, eager=True)
+    if _shortcut.reference_directly(OP, backend, (x, weight, bias), problem) and not reference.weight_grad_needs_route(
             x, weight, stride, pad, dilation):
         out = reference.conv2d(x, weight, bias, stride, pad, dilation, groups, activation)
     else:

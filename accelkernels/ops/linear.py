@@ -11,7 +11,7 @@ import math
 import torch
 
 from .. import _activation
-from ..backends import check_name, resolve
+from ..backends import Problem, autotune, check_name, resolve
 from ..backends import torch_backend as reference
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
@@ -27,11 +27,7 @@ def _column_bias(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     return bias is None or (weight.dim() == 2 and bias.dim() == 1 and bias.shape[0] == weight.shape[0])
 
 
-@torch.library.custom_op("accelkernels::linear", mutates_args=())
-def linear_op(
-    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str, backend: str
-) -> torch.Tensor:
-    impl = resolve(OP, backend, (input, weight, bias))
+def _linear_on(impl, input, weight, bias, activation) -> torch.Tensor:
     if impl.name == "torch" or _column_bias(weight, bias):
         # The reference gets the arguments as given: F.linear's own result, bit for bit.
         return impl.linear(input, weight, bias, activation).contiguous()
@@ -40,6 +36,26 @@ def linear_op(
     out = impl.linear(input, weight if weight.dim() == 2 else weight.unsqueeze(0), None, "none")
     out = out.squeeze(-1) if weight.dim() == 1 else out
     return _activation.apply_(out + bias, activation).contiguous()
+
+
+def linear_problem(input, weight, bias, activation, *, eager=False, run=True) -> Problem:
+    """What auto times for this call (autotune.linear_key): each backend through the registered op; with
+    ``eager`` (the public function's shortcut) the reference as F.linear itself (see conv2d.forward_problem)."""
+
+    def work(name: str):
+        if name == "torch" and eager:
+            return reference.linear(input, weight, bias, activation)
+        return linear_op(input, weight, bias, activation, name)
+
+    return Problem(lambda: autotune.linear_key(input, weight, bias, activation), work if run else None)
+
+
+@torch.library.custom_op("accelkernels::linear", mutates_args=())
+def linear_op(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str, backend: str
+) -> torch.Tensor:
+    impl = resolve(OP, backend, (input, weight, bias), problem=linear_problem(input, weight, bias, activation))
+    return _linear_on(impl, input, weight, bias, activation)
 
 
 @linear_op.register_fake
@@ -142,6 +158,7 @@ def linear(
                 f"broadcastable to the output's shape {list(out_shape)}"
             fail(OP, f"bias must be {expected}, got shape {list(bias.shape)}")
     _activation.check_autograd(OP, activation, (input, weight, bias))
-    if _shortcut.reference_directly(OP, backend, (input, weight, bias)):
+    problem = linear_problem(input, weight, bias, activation, eager=True)
+    if _shortcut.reference_directly(OP, backend, (input, weight, bias), problem):
         return reference.linear(input, weight, bias, activation)
     return linear_op(input, weight, bias, activation, backend)

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..backends import check_name, resolve
+from ..backends import Problem, autotune, check_name, resolve
 from ..backends import torch_backend as reference
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
@@ -28,17 +28,30 @@ def output_shape(a_shape, b_shape) -> list:
                  f"got shapes {list(a_shape)} and {list(b_shape)}")
     a_batch = [] if a_vec else list(a_shape[:-2])
     b_batch = [] if b_vec else list(b_shape[:-2])
-    try:
-        batch = list(torch.broadcast_shapes(torch.Size(a_batch), torch.Size(b_batch)))
-    except RuntimeError:
-        fail(OP, f"the batch dims of a {a_batch} and b {b_batch} do not broadcast; got shapes "
-                 f"{list(a_shape)} and {list(b_shape)}")
+    if not a_batch or not b_batch:  # nothing to broadcast (torch.broadcast_shapes costs ~8 us per call)
+        batch = a_batch or b_batch
+    else:
+        try:
+            batch = list(torch.broadcast_shapes(torch.Size(a_batch), torch.Size(b_batch)))
+        except RuntimeError:
+            fail(OP, f"the batch dims of a {a_batch} and b {b_batch} do not broadcast; got shapes "
+                     f"{list(a_shape)} and {list(b_shape)}")
     return batch + ([] if a_vec else [a_shape[-2]]) + ([] if b_vec else [b_shape[-1]])
+
+
+def matmul_problem(a, b, *, eager=False, run=True) -> Problem:
+    """What auto times for this call (autotune.matmul_key): each backend through the registered op; with
+    ``eager`` (the public function's shortcut) the reference as torch.matmul itself (see conv2d.forward_problem)."""
+
+    def work(name: str):
+        return reference.matmul(a, b) if name == "torch" and eager else matmul_op(a, b, name)
+
+    return Problem(lambda: autotune.matmul_key(a, b), work if run else None)
 
 
 @torch.library.custom_op("accelkernels::matmul", mutates_args=())
 def matmul_op(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
-    impl = resolve(OP, backend, (a, b))
+    impl = resolve(OP, backend, (a, b), problem=matmul_problem(a, b))
     return impl.matmul(a, b).contiguous()
 
 
@@ -109,6 +122,6 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.
     a, b = autocast(a, b)
     check_same(OP, "a", a, "b", b)
     output_shape(a.shape, b.shape)
-    if _shortcut.reference_directly(OP, backend, (a, b)):
+    if _shortcut.reference_directly(OP, backend, (a, b), matmul_problem(a, b, eager=True)):
         return reference.matmul(a, b)
     return matmul_op(a, b, backend)
