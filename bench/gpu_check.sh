@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot check on a GPU machine with no network: build the extension, run the GPU tests (every
 # backend), a compute-sanitizer memcheck on a small subset, `accelkernels bench --quick` (results to
-# commit under bench/results/<date>-<card>/) and the overhead benchmark; logs and results go to
+# commit under bench/results/<date>-<card>/), the overhead benchmark and auto against torch
+# (bench/bench_auto.py); logs and results go to
 # OUT_DIR, and a short summary table is printed last. Meant to finish well inside 8 minutes.
 #
 # Usage: bash bench/gpu_check.sh OUT_DIR
@@ -38,6 +39,8 @@ else
 fi
 run bench accelkernels bench --quick --ceilings --no-progress --out "$OUT/bench"
 run overhead python bench/bench_dispatch_overhead.py --device cuda --out "$OUT/overhead"
+# auto measured on first use: the seed CNN and the ResNet-50 layers no slower than torch (>= 0.98), fresh table.
+run auto_bf16 python bench/bench_auto.py --device cuda --dtype bf16 --budget 1 --out "$OUT/auto_bf16"
 # The seed article's CNN: alpha/beta with our CUDA kernels, fp32 and bf16, batch 128 and 512, eager and compiled.
 for bs in 128 512; do
   run "cifar_b$bs" python examples/cifar_cnn.py --backend cuda --steps 100 --batch-size "$bs" --no-progress --json "$OUT/cifar/b$bs.json"

@@ -323,6 +323,9 @@ def test_decisions_persist_and_the_next_process_reuses_them(stand_ins, cpu_table
     (json.dumps({"format": 2, "key": CARD, "entries": {"k": {"backend": "os.system"}}}), "malformed entry"),
     (json.dumps({"format": 1, "key": CARD, "entries": {"k": "cuda"}}), "format 1"),
     (json.dumps({"format": 2, "key": {**CARD, "device": "Other GPU"}, "entries": {}}), "written for"),
+    (json.dumps({"format": 2, "key": CARD, "entries": {"k": {"backend": "cuda", "notes": "x"}}}), "malformed entry"),
+    (json.dumps({"format": 2, "key": CARD, "entries": {"k": {"backend": "cuda", "reference_ms": "1"}}}),
+     "malformed entry"),
 ])
 def test_a_corrupt_or_foreign_table_is_ignored_with_one_warning_and_replaced(stand_ins, cpu_table, content, why):
     clock, made = stand_ins
@@ -398,7 +401,7 @@ def test_no_timing_while_torch_compile_traces(stand_ins, monkeypatch):
     x, w, b = torch.randn(4, 16), torch.randn(8, 16), torch.randn(8)
     compiled = torch.compile(lambda x: ak.linear(x, w, b, activation="relu"), backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), F.relu(F.linear(x, w, b)))
-    # The graph's op timed at run time, on real tensors only: nothing ran while tracing.
+    # Tracing runs the op's fake kernel; the graph's op times on its first real run, with real tensors.
     assert made["cuda"].tensor_types <= {torch.Tensor} and made["cuda"].calls
     assert decision("linear|fwd").backend == "cuda"
     autotune.forget()
@@ -408,14 +411,86 @@ def test_no_timing_while_torch_compile_traces(stand_ins, monkeypatch):
     assert autotune.decisions() == {}
 
 
-def test_timing_under_inference_mode_and_no_grad(stand_ins):
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad])
+def test_timing_under_inference_mode_and_no_grad(stand_ins, mode):
     clock, made = stand_ins
     set_costs(made, torch=1.0, cuda=0.5, triton=2.0)
     x, w, b = conv_inputs()
-    with torch.inference_mode():
+    with mode():
         out = ak.conv2d(x, w, b, padding=1)
     torch.testing.assert_close(out, F.conv2d(x, w, b, padding=1))
     assert decision("conv2d|fwd").backend == "cuda"
+
+
+def test_no_timing_under_a_dispatch_mode(stand_ins, monkeypatch):
+    """FlopCounterMode (like checkpointing or a debug mode) would see every timing call as the user's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clock, made = stand_ins
+    set_costs(made, torch=1.0, cuda=0.5, triton=2.0)
+    monkeypatch.setattr(autotune, "measure", lambda *a, **k: pytest.fail("timed under a dispatch mode"))
+    with FlopCounterMode(display=False) as counter:
+        ak.matmul(torch.randn(8, 8), torch.randn(8, 8))
+    assert counter.get_total_flops() == 2 * 8 * 8 * 8  # one product, the user's
+    assert autotune.decisions() == {}
+
+
+def test_a_candidate_failing_in_the_timed_rounds_is_left_out_and_not_written(stand_ins, cpu_table):
+    clock, made = stand_ins
+    set_costs(made, torch=1.0, cuda=0.5, triton=0.8)
+    real = made["cuda"]._spend
+
+    def fails_on_its_third_call(pass_, tensors):
+        real(pass_, tensors)
+        made["cuda"].fail = len(made["cuda"].calls) >= 2  # warm-up and estimate pass, the rounds fail
+
+    made["cuda"]._spend = fails_on_its_third_call
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    with pytest.warns(RuntimeWarning, match="'cuda' failed"):
+        torch.testing.assert_close(ak.matmul(a, b), a @ b)
+    d = decision("matmul|fwd")
+    assert d.backend == "triton" and d.ratios["cuda"] is None and d.notes["cuda"].startswith("failed")
+    assert not cpu_table.exists()  # a failure may be transient (out of memory): this process only
+
+
+def test_the_reference_failing_while_timed_decides_nothing(stand_ins):
+    clock, made = stand_ins
+    set_costs(made, torch=1.0, cuda=0.5, triton=2.0)
+    made["torch"].fail = True
+    with pytest.raises(RuntimeError, match="stand-in kernel failure"):
+        ak.matmul(torch.randn(8, 8), torch.randn(8, 8))  # the user's own call says why
+    assert autotune.decisions() == {}
+    made["torch"].fail = False
+    ak.matmul(torch.randn(8, 8), torch.randn(8, 8))
+    assert decision("matmul|fwd").backend == "cuda"
+
+
+@pytest.mark.parametrize("call", ["conv_same_even", "conv_unbatched", "linear_1d_weight", "linear_broadcast_bias",
+                                  "conv_gelu_backward", "matmul_batched"])
+def test_the_shortcut_and_the_op_share_one_key(stand_ins, monkeypatch, call):
+    """A kernel wins: the public function decides on its key, the op resolves again and must find it
+    (a second timing would mean the two paths build different keys). The backward's lookups too."""
+    clock, made = stand_ins
+    set_costs(made, torch=1.0, cuda=0.5, triton=2.0)
+    timings = []
+    real = autotune.measure
+    monkeypatch.setattr(autotune, "measure", lambda *a, **k: timings.append(1) or real(*a, **k))
+    x, w, b = conv_inputs()
+    run = {
+        "conv_same_even": lambda: ak.conv2d(x, torch.randn(16, 8, 2, 2), b, padding="same", dilation=1),
+        "conv_unbatched": lambda: ak.conv2d(x[0], w, b, stride=2),
+        "linear_1d_weight": lambda: ak.linear(torch.randn(5, 8), torch.randn(8)),
+        "linear_broadcast_bias": lambda: ak.linear(torch.randn(5, 8), torch.randn(3, 8), torch.randn(5, 3)),
+        "conv_gelu_backward": lambda: ak.conv2d(x.requires_grad_(), w.requires_grad_(), b, padding=1,
+                                                activation="gelu").sum().backward(),
+        "matmul_batched": lambda: ak.matmul(torch.randn(2, 5, 8), torch.randn(8, 3)),
+    }[call]
+    run()
+    first = len(timings)
+    assert first == (3 if call == "conv_gelu_backward" else 1)  # forward (and dgrad, wgrad)
+    run()
+    assert len(timings) == first
+    assert all(d.backend == "cuda" for d in autotune.decisions().values())
 
 
 def test_two_threads_racing_on_one_key_time_it_once(stand_ins, monkeypatch):
@@ -460,13 +535,18 @@ def test_one_debug_line_per_decision(stand_ins, caplog):
     assert len(lines) == 1 and "matmul|fwd" in lines[0] and "-> cuda" in lines[0] and "cuda x2" in lines[0]
 
 
-def test_record_choices_says_what_ran(stand_ins):
+def test_record_choices_says_what_ran_once_per_pass(stand_ins):
     clock, made = stand_ins
     set_costs(made, torch=1.0, cuda=0.5, triton=2.0)
     with backends.record_choices() as ran:
-        ak.matmul(torch.randn(8, 8), torch.randn(8, 8))
+        ak.matmul(torch.randn(8, 8), torch.randn(8, 8))  # timed: the timing calls are not recorded
         ak.linear(torch.randn(8, 8), torch.randn(8, 8), backend="torch")
-    assert ran[-2:] == [("matmul", "cuda"), ("linear", "torch")]
+    assert ran == [("matmul", "cuda"), ("linear", "torch")]
+    x, w, b = (t.requires_grad_() for t in conv_inputs())
+    ak.conv2d(x, w, b, padding=1)  # decided, outside the block
+    with backends.record_choices() as ran:
+        ak.conv2d(x, w, b, padding=1).sum().backward()
+    assert ran == [("conv2d", "cuda"), ("conv2d_input_grad", "cuda"), ("conv2d_weight_grad", "cuda")]
 
 
 def test_tune_show_prints_decisions_with_ratios(tmp_path, monkeypatch, capsys):
@@ -559,3 +639,23 @@ def test_auto_keeps_the_reference_against_the_cpu_executor(monkeypatch, caplog):
         assert sum("-> torch" in r.getMessage() for r in caplog.records) == 2
     finally:
         autotune.forget()
+
+
+def test_a_broken_table_warns_once_even_when_warnings_are_errors(stand_ins, cpu_table):
+    clock, made = stand_ins
+    cpu_table.write_text("{")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match="ignoring tuning file"):
+            ak.matmul(torch.randn(8, 8), torch.randn(8, 8))
+        ak.matmul(torch.randn(8, 8), torch.randn(8, 8))  # not read again: no second warning
+
+
+def test_a_dtype_no_kernel_takes_is_decided_once(stand_ins, monkeypatch):
+    clock, made = stand_ins
+    checks = []
+    monkeypatch.setattr(made["cuda"], "why_not", lambda *a, **k: checks.append(1))
+    a = torch.randn(8, 8, dtype=torch.float64)
+    for _ in range(3):
+        torch.testing.assert_close(ak.matmul(a, a), a @ a)
+    assert checks == [] and decision("matmul|fwd|float64").backend == "torch"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 
 import pytest
@@ -501,3 +502,27 @@ def test_the_run_sets_torch_threads_and_restores_them(monkeypatch):
                progress=False)
     assert seen and set(seen) == {1} and torch.get_num_threads() == before
     assert runner.default_cpu_threads() == max(1, len(__import__("os").sched_getaffinity(0)) - 1)
+
+
+def test_bench_auto_checks_auto_against_torch_and_lists_the_decisions(tmp_path, monkeypatch):
+    """bench/bench_auto.py on the CPU, tiny: the paired ratios, the 0.98 bar, first-use times, a fresh table."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_auto", Path(__file__).parents[1] / "bench" / "bench_auto.py")
+    bench_auto = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_auto)
+    monkeypatch.setenv("ACCELKERNELS_AUTOTUNE", "0")  # the script turns it on for its own run
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # a plain CPU: only the reference serves (no Triton kernel runs here)
+    monkeypatch.setenv("ACCELKERNELS_CACHE_DIR", str(tmp_path / "user-cache"))
+    rc = bench_auto.main(["--out", str(tmp_path / "out"), "--device", "cpu", "--dtype", "fp32", "--batch", "2",
+                          "--budget", "0.05", "--cpu-max-gflop", "0.0001", "--threads", "1"])
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["case"] for r in data["rows"]] == ["seed CNN b2 fp32 training step", "seed CNN b2 fp32 inference"]
+    assert all(r["low"] <= r["ratio"] <= r["high"] and r["ok"] == (r["ratio"] >= 0.98) for r in data["rows"])
+    assert rc == (0 if all(r["ok"] for r in data["rows"]) else 1)
+    assert len(data["first_use"]) == 2 and all(f["first_ms"] > 0 for f in data["first_use"])
+    assert data["decisions"] == []  # on a CPU without the executor only the reference serves: nothing timed
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "the bar is 0.98" in report and "nothing was timed" in report
+    assert os.environ["ACCELKERNELS_CACHE_DIR"] == str(tmp_path / "out" / "cache")  # never the user's table

@@ -141,8 +141,6 @@ def resolve(op: str, requested: str, tensors: Sequence[torch.Tensor | None], *, 
             raise BackendUnavailableError(f"accelkernels.{op}: backend={name!r} cannot serve this call: {why}")
     else:
         backend = _automatic(op, tensors, problem, details)
-    if autotune.recording.get() is not None:
-        autotune.recording.get().append((op, backend.name))
     return backend
 
 

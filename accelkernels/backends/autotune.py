@@ -9,23 +9,30 @@ backends. The rules, in the order they apply:
 - A decision on record is used: this process's, else the card's table on disk
   (tuning_table.py; `accelkernels tune` writes the same entries). Later calls with the key cost the
   key and one dictionary lookup.
-- Only the reference can serve (the CPU without an emulator, a dtype no kernel takes): the
-  reference, nothing timed, and not remembered (whether a kernel takes a call also depends on
-  what the key leaves out, such as a view's alignment).
+- A dtype no kernel takes: the reference, remembered (the key holds the dtype).
 - Timing is not possible now — ``ACCELKERNELS_AUTOTUNE=0``, torch.compile tracing, fake or other
-  tensor subclasses, a torch.func transform, torch.jit tracing, CUDA graph capture, or a call made
-  while another key is being timed — the reference, not remembered (a later eager call times it).
+  tensor subclasses, a torch.func transform, torch.jit tracing, an active TorchDispatchMode or
+  TorchFunctionMode (FlopCounterMode, checkpointing), CUDA graph capture, or a call made while
+  another key is being timed — the built-in order, i.e. the reference, not remembered (a later
+  eager call times it), except with ``ACCELKERNELS_AUTOTUNE=0`` (remembered for the process).
+- No kernel takes this call (the CPU without an emulator, a misaligned view): the reference, not
+  remembered (whether a kernel takes a call also depends on what the key leaves out).
 - Otherwise: each candidate runs once to warm up (Triton compiles and autotunes there), once more
   for an estimate (one taking over ``DROP_FACTOR`` x the reference's time is dropped: the CPU
   executor and Triton's interpreter stop here), then ``ROUNDS`` interleaved rounds in rotating order,
   each sample ``SAMPLE_MS`` or more. A candidate's ratio is the median over rounds of
-  reference time / its time; it replaces the reference only at ``1 + MARGIN`` or more.
+  reference time / its time; it replaces the reference only at ``1 + MARGIN`` or more. The
+  candidates run through the registered op with their name (its dispatch cost is theirs to pay);
+  the reference runs as torch's own op, the cheapest path a call of it can take — so any doubt
+  about the path favours cuBLAS/cuDNN.
 
 Timing runs under no_grad on the user's tensors, read only; its outputs are dropped; the RNG states
-of the CPU and of the device are restored; one lock serialises it (two threads asking for one key
-time it once, and timings never overlap). A candidate that raises is left out with one warning. On
-CUDA tensors the clock is CUDA events on the current stream, on the CPU ``perf_counter_ns``; tests
-replace ``stopwatch_for``.
+of the CPU and of the device are restored (numbers another thread draws meanwhile are drawn again);
+one lock serialises it (two threads asking for one key time it once, and timings never overlap). A
+candidate that raises, at any call, is left out with one warning, and that decision is not written
+to disk; the reference raising ends the timing undecided. On CUDA tensors the clock is CUDA events
+on the current stream, idle before each sample; on the CPU ``perf_counter_ns``; tests replace
+``stopwatch_for``.
 """
 
 from __future__ import annotations
@@ -177,7 +184,7 @@ class Decision:
             if r is None:
                 parts.append(f"{name} ({note})")
             else:
-                parts.append(f"{name} x{r:.3g}" + (" from one call, dropped" if note.startswith("dropped") else ""))
+                parts.append(f"{name} x{r:.3g}" + (" from one call, dropped" if note.startswith(DROPPED) else ""))
         ref = f"torch {self.reference_ms:.4g} ms" if self.reference_ms is not None else "torch"
         return f"{self.backend} ({self.by}; {ref}" + (f"; {', '.join(parts)})" if parts else ")")
 
@@ -186,7 +193,8 @@ _lock = threading.RLock()
 _decisions: dict[tuple[str, str], Decision] = {}  # (device, key) -> decision, this process
 _tables: dict[str, dict[str, dict]] = {}  # device -> entries read from its table on disk ({}: none)
 _timing = threading.local()  # .active: this thread is timing a key now
-_warned: set[tuple[str, str]] = set()
+_warned: set[tuple] = set()
+DROPPED, FAILED = "dropped", "failed"  # how a candidate's note begins: too slow to time, or it raised
 
 
 def device_slot(device: torch.device) -> str:
@@ -206,21 +214,26 @@ def table_location(slot: str) -> tuple | None:
 
 def _recorded(slot: str, key: str) -> Decision | None:
     if slot not in _tables:
-        where = table_location(slot)
-        _tables[slot] = (tuning_table.load(*where) or {}) if where else {}
+        with _lock:
+            if slot not in _tables:
+                _tables[slot] = {}  # first: a warning raised as an error must not make the next call read again
+                where = table_location(slot)
+                _tables[slot] = (tuning_table.load(*where) or {}) if where else {}
     entry = _tables[slot].get(key)
     return None if entry is None else Decision.from_entry(entry)
 
 
 def _remember(slot: str, key: str, decision: Decision, persist: bool) -> Decision:
     _decisions[(slot, key)] = decision
+    # A candidate that failed (out of memory, say) may not fail next time: such a decision lasts this process only.
+    persist = persist and not any(note.startswith(FAILED) for note in decision.notes.values())
     if persist and (where := table_location(slot)) is not None:
         _tables.setdefault(slot, {})[key] = decision.entry()
         try:
             tuning_table.add(*where, {key: decision.entry()})
         except OSError as exc:
-            _warn_once(slot, "<table>", f"accelkernels: could not write the tuning table {where[0]} ({exc}); "
-                                        "decisions stay in this process")
+            _warn_once((slot, "<table>"), f"accelkernels: could not write the tuning table {where[0]} ({exc}); "
+                                          "decisions stay in this process")
     return decision
 
 
@@ -238,10 +251,10 @@ def forget() -> None:
         _warned.clear()
 
 
-def _warn_once(slot: str, key: str, message: str) -> None:
-    if (slot, key) not in _warned:
-        _warned.add((slot, key))
-        warnings.warn(message, RuntimeWarning, stacklevel=5)
+def _warn_once(what: tuple, message: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
 # --- when timing is not possible -----------------------------------------------------------------------
@@ -252,7 +265,10 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer) if hasattr(torch.nn
 
 def capturing(device: torch.device) -> bool:
     """Whether a CUDA graph is being captured on this device's current stream (tests replace this)."""
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if device.type != "cuda":
+        return False
+    with torch.cuda.device(device):
+        return torch.cuda.is_current_stream_capturing()
 
 
 def why_no_timing(problem: Problem, tensors: Sequence[torch.Tensor | None]) -> str | None:
@@ -275,6 +291,10 @@ def why_no_timing(problem: Problem, tensors: Sequence[torch.Tensor | None]) -> s
             return "meta tensors"
         if functorch is not None and functorch.is_functorch_wrapped_tensor(t):
             return "inside a torch.func transform"
+    if torch._C._len_torch_dispatch_stack() > 0 or torch._C._is_torch_function_mode_enabled():
+        # FlopCounterMode, activation checkpointing, debug and memory modes: they would see (and count,
+        # or keep) every timing call as if the user had made it.
+        return "a TorchDispatchMode or TorchFunctionMode is active"
     if capturing(tensors[0].device):
         return "a CUDA graph is being captured"
     if not _env.flag("ACCELKERNELS_AUTOTUNE"):
@@ -291,6 +311,11 @@ def _cuda_stopwatch(device: torch.device) -> Stopwatch:
     def measure(fn, reps):
         stream = torch.cuda.current_stream(device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        # An idle stream first: with work queued ahead, the host would issue every call before the GPU
+        # reached `start`, and the events would measure GPU time only, hiding the host's cost of each
+        # call (the op dispatch a kernel pays and the reference does not). From idle, the events see
+        # whichever is slower, the host issuing the calls or the GPU running them.
+        stream.synchronize()
         start.record(stream)
         for _ in range(reps):
             fn()
@@ -328,26 +353,42 @@ def _untouched_rng(device: torch.device) -> Iterator[None]:
 # --- timing one key -----------------------------------------------------------------------------------------
 
 
+class ReferenceFailed(Exception):
+    """The reference raised while being timed: nothing is decided (the user's own call will say why)."""
+
+
 def measure(problem: Problem, candidates: Sequence[str], stopwatch: Stopwatch) -> Decision:
-    """Time the reference and ``candidates`` (backend names) on the problem; the decision by the margin rule."""
+    """Time the reference and ``candidates`` (backend names) on the problem; the decision by the margin rule.
+
+    A candidate that raises, in any call, is left out (its note says why); the reference raising
+    raises ReferenceFailed."""
     names = ["torch", *candidates]
     calls = {name: (lambda n=name: problem.run(n)) for name in names}
-    estimate: dict[str, float] = {}
     notes: dict[str, str] = {}
-    for name in names:
+
+    def timed(name: str, reps: int) -> float | None:
         try:
-            calls[name]()  # warm-up: compiles, autotunes, builds; never timed
-            estimate[name] = max(stopwatch(calls[name], 1), 1e-6)
+            return stopwatch(calls[name], reps)
         except Exception as exc:  # noqa: BLE001 - a candidate that fails is left out, the reference never is
             if name == "torch":
-                raise
-            notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+                raise ReferenceFailed from exc
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            notes[name] = f"{FAILED}: {type(exc).__name__}: {text}"[:200]
+            return None
+
+    estimate: dict[str, float] = {}
+    for name in names:
+        first = timed(name, 1)  # warm-up: compiles, autotunes, builds; never used
+        second = timed(name, 1) if first is not None else None
+        if second is None:
             continue
+        estimate[name] = max(second, 1e-6)
         if name != "torch" and estimate[name] > DROP_FACTOR * estimate["torch"]:
-            notes[name] = f"dropped after its estimate ({estimate[name] / estimate['torch']:.3g}x the reference's time)"
-    live = [n for n in names if n in estimate and n not in notes]
-    ratios: dict[str, float | None] = {n: (estimate["torch"] / estimate[n] if n in estimate else None)
+            notes[name] = f"{DROPPED} after its estimate ({estimate[name] / estimate['torch']:.3g}x the reference's time)"
+    # Candidates dropped after one call keep that call's ratio (with the note); failed ones have none.
+    ratios: dict[str, float | None] = {n: (estimate["torch"] / estimate[n] if n in estimate and n in notes else None)
                                        for n in candidates}
+    live = [n for n in names if n in estimate and n not in notes]
     samples: dict[str, list[float]] = {n: [] for n in live}
     if len(live) > 1:
         reps = {n: max(1, min(MAX_REPS, math.ceil(SAMPLE_MS / estimate[n]))) for n in live}
@@ -356,17 +397,22 @@ def measure(problem: Problem, candidates: Sequence[str], stopwatch: Stopwatch) -
         for r in range(rounds):
             for i in range(len(live)):  # rotating order: no candidate always follows the same one
                 n = live[(i + r) % len(live)]
-                samples[n].append(stopwatch(calls[n], reps[n]))
+                if n in notes:  # failed in an earlier round
+                    continue
+                t = timed(n, reps[n])
+                if t is not None:
+                    samples[n].append(t)
         for n in live[1:]:
-            ratios[n] = statistics.median(ref / max(t, 1e-9) for ref, t in zip(samples["torch"], samples[n]))
+            if n not in notes:
+                ratios[n] = statistics.median(ref / max(t, 1e-9) for ref, t in zip(samples["torch"], samples[n]))
     reference_ms = statistics.median(samples["torch"]) if samples["torch"] else estimate["torch"]
-    contenders = [n for n in live[1:] if ratios[n] >= 1 + MARGIN]
+    contenders = [n for n in live[1:] if n not in notes and ratios[n] >= 1 + MARGIN]
     winner = max(contenders, key=lambda n: ratios[n]) if contenders else "torch"
-    for n in candidates:  # a measured ratio is kept even when the estimate dropped the candidate
-        if n in notes and not notes[n].startswith("dropped"):
-            ratios[n] = None
     return Decision(winner, "first use", {n: (round(v, 4) if v is not None else None) for n, v in ratios.items()},
                     round(reference_ms, 6), notes)
+
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what any kernel backend takes (cuda, triton)
 
 
 def choose(op: str, problem: Problem, tensors: Sequence[torch.Tensor | None], backends: Mapping[str, object],
@@ -386,24 +432,27 @@ def choose(op: str, problem: Problem, tensors: Sequence[torch.Tensor | None], ba
 
 
 def _decide(op, problem, tensors, backends, fallback, details, slot, key) -> Decision | None:
+    """A decision for a key this process has not decided, or None (nothing on record, no timing now)."""
+    recorded = _recorded(slot, key)
+    if recorded is not None:
+        return _remember(slot, key, recorded, persist=False)
+    if tensors[0].dtype not in KERNEL_DTYPES:  # the key holds the dtype: no kernel will ever take it
+        return _remember(slot, key, Decision("torch", "only the reference serves this dtype"), persist=False)
+    why = why_no_timing(problem, tensors)
+    if why == "ACCELKERNELS_AUTOTUNE=0":
+        return _remember(slot, key, Decision(fallback(), f"not timed: {why}"), persist=False)
+    if why is not None:
+        log.debug("%s on %s: not timed now (%s)", key, slot, why)
+        return None
+    # Which kernels take this call: checked per call, outside the lock (whether a kernel takes a call also
+    # depends on what the key leaves out, a view's alignment, so "none" is not remembered).
+    candidates = [n for n in KERNEL_BACKENDS if n in backends and backends[n].why_not(op, tensors, **details) is None]
+    if not candidates:
+        return Decision("torch", "only the reference serves")
     with _lock:
         decision = _decisions.get((slot, key))
         if decision is not None:  # another thread decided while this one waited
             return decision
-        recorded = _recorded(slot, key)
-        if recorded is not None:
-            return _remember(slot, key, recorded, persist=False)
-        candidates = [n for n in KERNEL_BACKENDS if n in backends and backends[n].why_not(op, tensors, **details) is None]
-        if not candidates:
-            # Not remembered: whether a kernel takes a call also depends on what the key leaves out
-            # (a view's alignment, a size that is not a multiple of 8 within the bucket).
-            return Decision("torch", "only the reference serves")
-        why = why_no_timing(problem, tensors)
-        if why == "ACCELKERNELS_AUTOTUNE=0":
-            return _remember(slot, key, Decision(fallback(), f"not timed: {why}"), persist=False)
-        if why is not None:
-            log.debug("%s on %s: not timed (%s); %s", key, slot, why, "the built-in order")
-            return None
         device = tensors[0].device
         started = time.perf_counter()
         _timing.active = True
@@ -411,14 +460,17 @@ def _decide(op, problem, tensors, backends, fallback, details, slot, key) -> Dec
         try:
             with torch.no_grad(), _untouched_rng(device), \
                     (torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()):
-                decision = measure(problem, list(candidates), stopwatch_for(device))
+                decision = measure(problem, candidates, stopwatch_for(device))
+        except ReferenceFailed as exc:
+            log.debug("%s on %s: the reference raised while timed (%s); not decided", key, slot, exc.__cause__)
+            return None
         finally:
             _timing.active = False
             recording.reset(not_recorded)
         for name, note in decision.notes.items():
-            if note.startswith("failed"):
-                _warn_once(slot, key, f"accelkernels: backend {name!r} {note} while timing {key}; "
-                                      "backend='auto' uses the others for it")
+            if note.startswith(FAILED):
+                _warn_once((slot, key, name), f"accelkernels: backend {name!r} {note} while timing {key}; "
+                                              "backend='auto' uses the others for it")
         log.debug("%s on %s -> %s, timed in %.0f ms", key, slot, decision.describe(), 1e3 * (time.perf_counter() - started))
         return _remember(slot, key, decision, persist=True)
 
@@ -430,12 +482,19 @@ recording: contextvars.ContextVar[list | None] = contextvars.ContextVar("accelke
 
 @contextlib.contextmanager
 def record_choices() -> Iterator[list[tuple[str, str]]]:
-    """Within the block, every call's (op, backend name) is appended to the yielded list (what ran:
-    the examples and the benchmark ask this rather than guess what ``auto`` would pick).
-    accelkernels.backends.resolve appends."""
+    """Within the block, each call's (op, backend name) is appended to the yielded list, once per pass
+    that runs (a forward; with a kernel forward, each gradient pass): what ran, for the examples and the
+    benchmark, rather than a guess of what ``auto`` would pick. Timing calls are not recorded."""
     seen: list[tuple[str, str]] = []
     token = recording.set(seen)
     try:
         yield seen
     finally:
         recording.reset(token)
+
+
+def ran(op: str, name: str) -> None:
+    """Where work runs (the eager shortcut, each op's implementation): note it for record_choices."""
+    seen = recording.get()
+    if seen is not None:
+        seen.append((op, name))

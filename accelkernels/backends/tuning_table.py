@@ -58,16 +58,24 @@ def card_key(device_index: int = 0) -> dict:
 
 
 def table_path(key: dict) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{key['device']}-sm{key['capability']}-torch{key['torch']}-triton{key['triton']}")
+    # Every field of the key: two environments with different versions keep their own tables.
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{key['device']}-sm{key['capability']}-torch{key['torch']}"
+                                           f"-triton{key['triton']}-accelkernels{key['accelkernels']}")
     return cache_dir() / "tuning" / f"{slug}.json"
 
 
+def _number_or_none(v: object) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 def valid_entry(entry: object) -> bool:
+    """Every field a Decision reads, of the type it reads (a table is data from disk: anything can be there)."""
     if not isinstance(entry, dict) or entry.get("backend") not in CANDIDATES:
         return False
-    ratios = entry.get("ratios", {})
-    return isinstance(ratios, dict) and all(
-        k in CANDIDATES and (v is None or isinstance(v, (int, float))) for k, v in ratios.items())
+    ratios, notes = entry.get("ratios", {}), entry.get("notes", {})
+    return (isinstance(ratios, dict) and all(k in CANDIDATES and _number_or_none(v) for k, v in ratios.items())
+            and isinstance(notes, dict) and all(k in CANDIDATES and isinstance(v, str) for k, v in notes.items())
+            and isinstance(entry.get("by", ""), str) and _number_or_none(entry.get("reference_ms")))
 
 
 def read(path: Path) -> tuple[dict | None, str | None]:
@@ -111,8 +119,9 @@ def save(table: dict, path: Path) -> Path:
 
 def add(path: Path, key: dict, entries: dict[str, dict]) -> Path:
     """Merge ``entries`` into the table at ``path`` (replacing a corrupt or foreign one, silently: the
-    reader warned already). Another process's entries written in between are kept; a key both wrote
-    keeps the last writer's — either was measured on this card."""
+    reader warned already). Entries other processes wrote before this read are kept; there is no lock,
+    so two writers at the same moment (DDP ranks deciding together) can lose one's new entries, which
+    are then timed again by the next process. A key both wrote keeps the last writer's."""
     table, _ = read(path)
     old = table["entries"] if table is not None and table.get("key") == key else {}
     return save({"format": FORMAT, "key": key, "entries": {**old, **entries}}, path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backends import resolve
+from ..backends import autotune, resolve
 
 # Tests turn this off to run the reference backend through the registered ops in eager mode too.
 ENABLED = True
@@ -25,4 +25,7 @@ def reference_directly(op: str, backend: str, tensors, problem) -> bool:
     where a new problem is timed on first use (``problem``: accelkernels.backends.autotune.Problem)."""
     if not ENABLED or torch.compiler.is_compiling() or torch._C._autograd._profiler_enabled():
         return False
-    return resolve(op, backend, tensors, problem=problem).name == "torch"
+    if resolve(op, backend, tensors, problem=problem).name != "torch":
+        return False
+    autotune.ran(op, "torch")
+    return True

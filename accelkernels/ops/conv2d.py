@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _activation
-from ..backends import Problem, autotune, check_name, resolve
+from ..backends import BACKENDS, Problem, autotune, check_name, resolve
 from ..backends import torch_backend as reference
 from . import _shortcut
 from ._checks import autocast, check_same, check_tensor, fail
@@ -74,15 +74,14 @@ def _problem(pass_, input, weight, has_bias, conv, activation, run) -> Problem:
     return Problem(lambda: autotune.conv2d_key(pass_, input, weight, has_bias, *conv, activation), run)
 
 
-def forward_problem(input, weight, bias, stride, padding, dilation, groups, activation, *, eager=False,
-                    run=True) -> Problem:
-    """What auto times for a forward: each backend on the path its call takes — the registered op with that
-    backend named; with ``eager`` (the public function's shortcut) the reference as torch's own op, the
-    way a call the reference wins runs, so the op machinery's cost counts against the kernels only."""
+def forward_problem(input, weight, bias, stride, padding, dilation, groups, activation, run=True) -> Problem:
+    """What auto times for a forward: a kernel backend through the registered op with its name (the op's
+    dispatch cost is part of a kernel's call), the reference as torch's own op, the cheapest way a call
+    of it runs (the eager shortcut): any doubt favours cuDNN."""
     conv = (list(stride), list(padding), list(dilation), groups)
 
     def work(name: str):
-        if name == "torch" and eager:
+        if name == "torch":
             return reference.conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
         return conv2d_op(input, weight, bias, *conv, activation, name)
 
@@ -106,6 +105,7 @@ def conv2d_op(
 ) -> torch.Tensor:
     problem = forward_problem(input, weight, bias, stride, padding, dilation, groups, activation)
     impl = resolve(OP, backend, (input, weight, bias), problem=problem)
+    autotune.ran(OP, impl.name)
     return _forward_on(impl, input, weight, bias, stride, padding, dilation, groups, activation)
 
 
@@ -130,8 +130,10 @@ def conv2d_input_grad_op(
     """dL/dinput (input is passed for its shape and layout only)."""
     args = (grad_output, input, weight, stride, padding, dilation, groups)
     problem = _problem("dgrad", input, weight, False, (stride, padding, dilation, groups), "none",
-                       lambda name: conv2d_input_grad_op(*args, name))
+                       lambda name: _input_grad_on(BACKENDS["torch"], *args) if name == "torch"
+                       else conv2d_input_grad_op(*args, name))
     impl = resolve("conv2d", backend, (grad_output, weight), problem=problem, grad="input")
+    autotune.ran("conv2d_input_grad", impl.name)
     return _input_grad_on(impl, *args)
 
 
@@ -155,8 +157,10 @@ def conv2d_weight_grad_op(
     """dL/dweight (weight is passed for its shape and layout only)."""
     args = (grad_output, input, weight, stride, padding, dilation, groups)
     problem = _problem("wgrad", input, weight, False, (stride, padding, dilation, groups), "none",
-                       lambda name: conv2d_weight_grad_op(*args, name))
+                       lambda name: _weight_grad_on(BACKENDS["torch"], *args) if name == "torch"
+                       else conv2d_weight_grad_op(*args, name))
     impl = resolve("conv2d", backend, (grad_output, input), problem=problem, grad="weight")
+    autotune.ran("conv2d_weight_grad", impl.name)
     return _weight_grad_on(impl, *args)
 
 
@@ -182,9 +186,10 @@ def _backward(ctx, grad):
     stride, padding, dilation, groups = ctx.conv
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = need_bias and ctx.has_bias
-    # The forward's decision (made when it ran; a lookup, never a timing).
+    # The forward's backend (its decision, made when it ran: a lookup, never a timing).
     problem = forward_problem(input, weight, bias, stride, padding, dilation, groups, ctx.activation, run=False)
-    reference_backward = resolve(OP, ctx.backend, (input, weight, bias), problem=problem).name == "torch"
+    forward_backend = resolve(OP, ctx.backend, (input, weight, bias), problem=problem).name
+    reference_backward = forward_backend == "torch"
     if reference_backward and input.is_complex():
         # No activation here: the public function refuses complex ones under autograd, as torch does.
         grad_input, grad_weight, grad_bias = reference.conv2d_complex_grads(
@@ -200,7 +205,8 @@ def _backward(ctx, grad):
     saved = None  # what the activation's gradient reads: relu its output, gelu/silu the pre-activation
     if ctx.activation != "none":
         if _activation.needs_preactivation(ctx.activation):
-            saved = conv2d_op(input, weight, bias, stride, padding, dilation, groups, "none", ctx.backend)
+            # The pre-activation, recomputed by the forward's own backend (named: nothing is timed here).
+            saved = conv2d_op(input, weight, bias, stride, padding, dilation, groups, "none", forward_backend)
         else:
             saved = output
     if reference_backward:
@@ -348,7 +354,7 @@ def conv2d(
             f"padded input {padded_hw} (input {tuple(x.shape[2:])} + padding {pad})",
         )
     _activation.check_autograd(OP, activation, (x, weight, bias))
-    problem = forward_problem(x, weight, bias, stride, pad, dilation, groups, activation, eager=True)
+    problem = forward_problem(x, weight, bias, stride, pad, dilation, groups, activation)
     if _shortcut.reference_directly(OP, backend, (x, weight, bias), problem) and not reference.weight_grad_needs_route(
             x, weight, stride, pad, dilation):
         out = reference.conv2d(x, weight, bias, stride, pad, dilation, groups, activation)

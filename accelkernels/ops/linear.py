@@ -38,12 +38,12 @@ def _linear_on(impl, input, weight, bias, activation) -> torch.Tensor:
     return _activation.apply_(out + bias, activation).contiguous()
 
 
-def linear_problem(input, weight, bias, activation, *, eager=False, run=True) -> Problem:
-    """What auto times for this call (autotune.linear_key): each backend through the registered op; with
-    ``eager`` (the public function's shortcut) the reference as F.linear itself (see conv2d.forward_problem)."""
+def linear_problem(input, weight, bias, activation, run=True) -> Problem:
+    """What auto times for this call (autotune.linear_key): a kernel backend through the registered op,
+    the reference as F.linear itself (see conv2d.forward_problem)."""
 
     def work(name: str):
-        if name == "torch" and eager:
+        if name == "torch":
             return reference.linear(input, weight, bias, activation)
         return linear_op(input, weight, bias, activation, name)
 
@@ -55,6 +55,7 @@ def linear_op(
     input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str, backend: str
 ) -> torch.Tensor:
     impl = resolve(OP, backend, (input, weight, bias), problem=linear_problem(input, weight, bias, activation))
+    autotune.ran(OP, impl.name)
     return _linear_on(impl, input, weight, bias, activation)
 
 
@@ -83,7 +84,11 @@ def _backward(ctx, grad):
     if ctx.activation != "none":
         # dz = act'(z)·dy and dbias = Σ dz in one pass (one op, so a backend can fuse them).
         if _activation.needs_preactivation(ctx.activation):
-            saved = linear_op(input, weight, bias, "none", ctx.backend)
+            # The pre-activation, recomputed by the forward's own backend (a lookup of its decision, then
+            # named: nothing is timed here).
+            forward = resolve(OP, ctx.backend, (input, weight, bias),
+                              problem=linear_problem(input, weight, bias, ctx.activation, run=False))
+            saved = linear_op(input, weight, bias, "none", forward.name)
         else:
             saved = output
         grad_2d, grad_bias = activation_backward_op(grad_2d, saved.reshape(rows, out_features), ctx.activation,
@@ -158,7 +163,7 @@ def linear(
                 f"broadcastable to the output's shape {list(out_shape)}"
             fail(OP, f"bias must be {expected}, got shape {list(bias.shape)}")
     _activation.check_autograd(OP, activation, (input, weight, bias))
-    problem = linear_problem(input, weight, bias, activation, eager=True)
+    problem = linear_problem(input, weight, bias, activation)
     if _shortcut.reference_directly(OP, backend, (input, weight, bias), problem):
         return reference.linear(input, weight, bias, activation)
     return linear_op(input, weight, bias, activation, backend)

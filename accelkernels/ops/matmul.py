@@ -39,12 +39,12 @@ def output_shape(a_shape, b_shape) -> list:
     return batch + ([] if a_vec else [a_shape[-2]]) + ([] if b_vec else [b_shape[-1]])
 
 
-def matmul_problem(a, b, *, eager=False, run=True) -> Problem:
-    """What auto times for this call (autotune.matmul_key): each backend through the registered op; with
-    ``eager`` (the public function's shortcut) the reference as torch.matmul itself (see conv2d.forward_problem)."""
+def matmul_problem(a, b, run=True) -> Problem:
+    """What auto times for this call (autotune.matmul_key): a kernel backend through the registered op,
+    the reference as torch.matmul itself (see conv2d.forward_problem)."""
 
     def work(name: str):
-        return reference.matmul(a, b) if name == "torch" and eager else matmul_op(a, b, name)
+        return reference.matmul(a, b) if name == "torch" else matmul_op(a, b, name)
 
     return Problem(lambda: autotune.matmul_key(a, b), work if run else None)
 
@@ -52,6 +52,7 @@ def matmul_problem(a, b, *, eager=False, run=True) -> Problem:
 @torch.library.custom_op("accelkernels::matmul", mutates_args=())
 def matmul_op(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
     impl = resolve(OP, backend, (a, b), problem=matmul_problem(a, b))
+    autotune.ran(OP, impl.name)
     return impl.matmul(a, b).contiguous()
 
 
@@ -122,6 +123,6 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.
     a, b = autocast(a, b)
     check_same(OP, "a", a, "b", b)
     output_shape(a.shape, b.shape)
-    if _shortcut.reference_directly(OP, backend, (a, b), matmul_problem(a, b, eager=True)):
+    if _shortcut.reference_directly(OP, backend, (a, b), matmul_problem(a, b)):
         return reference.matmul(a, b)
     return matmul_op(a, b, backend)
