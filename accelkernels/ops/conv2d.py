@@ -88,6 +88,18 @@ def forward_problem(input, weight, bias, stride, padding, dilation, groups, acti
     return _problem("fwd", input, weight, bias is not None, conv, activation, work if run else None)
 
 
+def _gradient(grad: str, op, on, backend: str, args: tuple, served: tuple) -> torch.Tensor:
+    """One gradient pass ("input" or "weight"): its problem (the reference as torch's own kernel, a kernel
+    backend through ``op`` with its name), the backend that serves it, and the result ``on`` it."""
+    _, input, weight, stride, padding, dilation, groups = args
+    problem = _problem("dgrad" if grad == "input" else "wgrad", input, weight, False,
+                       (stride, padding, dilation, groups), "none",
+                       lambda name: on(BACKENDS["torch"], *args) if name == "torch" else op(*args, name))
+    impl = resolve(OP, backend, served, problem=problem, grad=grad)
+    autotune.ran(f"conv2d_{grad}_grad", impl.name)
+    return on(impl, *args)
+
+
 # --- the ops ---------------------------------------------------------------------------------------
 
 
@@ -129,12 +141,7 @@ def conv2d_input_grad_op(
 ) -> torch.Tensor:
     """dL/dinput (input is passed for its shape and layout only)."""
     args = (grad_output, input, weight, stride, padding, dilation, groups)
-    problem = _problem("dgrad", input, weight, False, (stride, padding, dilation, groups), "none",
-                       lambda name: _input_grad_on(BACKENDS["torch"], *args) if name == "torch"
-                       else conv2d_input_grad_op(*args, name))
-    impl = resolve("conv2d", backend, (grad_output, weight), problem=problem, grad="input")
-    autotune.ran("conv2d_input_grad", impl.name)
-    return _input_grad_on(impl, *args)
+    return _gradient("input", conv2d_input_grad_op, _input_grad_on, backend, args, (grad_output, weight))
 
 
 @conv2d_input_grad_op.register_fake
@@ -156,12 +163,7 @@ def conv2d_weight_grad_op(
 ) -> torch.Tensor:
     """dL/dweight (weight is passed for its shape and layout only)."""
     args = (grad_output, input, weight, stride, padding, dilation, groups)
-    problem = _problem("wgrad", input, weight, False, (stride, padding, dilation, groups), "none",
-                       lambda name: _weight_grad_on(BACKENDS["torch"], *args) if name == "torch"
-                       else conv2d_weight_grad_op(*args, name))
-    impl = resolve("conv2d", backend, (grad_output, input), problem=problem, grad="weight")
-    autotune.ran("conv2d_weight_grad", impl.name)
-    return _weight_grad_on(impl, *args)
+    return _gradient("weight", conv2d_weight_grad_op, _weight_grad_on, backend, args, (grad_output, input))
 
 
 @conv2d_weight_grad_op.register_fake
