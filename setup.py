@@ -7,7 +7,8 @@ installed torch). Switches:
 
 - ``ACCELKERNELS_SKIP_CUDA_BUILD=1``: never compile csrc/ (Python-only install).
 - ``ACCELKERNELS_FORCE_CUDA=1``: compile csrc/ or fail loudly (CI uses this: a compile error fails).
-- ``TORCH_CUDA_ARCH_LIST``: target architectures; default 8.0 and 9.0a when no GPU is visible.
+- ``TORCH_CUDA_ARCH_LIST``: target architectures; default: the visible GPUs' (9.0 as 9.0a, so the wgmma
+  kernels have code), or 8.0 and 9.0a when no GPU is visible.
 - ``MAX_JOBS``: parallel compile jobs (torch's ninja build reads it).
 
 Values are validated by accelkernels/_env.py (``ACCELKERNELS_FORCE_CUDA=maybe`` is an error, not "off").
@@ -82,10 +83,16 @@ def _cuda_extensions():
         _say(f"skipping the CUDA extension: {reason}")
         return [], {}
 
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-        # torch's own default with no GPU visible is every arch it knows; ours is the two we tune for.
-        os.environ["TORCH_CUDA_ARCH_LIST"] = cfg.DEFAULT_ARCH_LIST
-    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "native")
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        if torch.cuda.is_available():
+            # torch's default would be the GPUs' plain archs ("9.0"), whose wgmma kernels are empty stubs:
+            # the visible GPUs' targets with the arch-specific "a" from 9.0 on.
+            os.environ["TORCH_CUDA_ARCH_LIST"] = cfg.arch_list_for(
+                torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count()))
+        else:
+            # torch's own default with no GPU visible is every arch it knows; ours is the two we tune for.
+            os.environ["TORCH_CUDA_ARCH_LIST"] = cfg.DEFAULT_ARCH_LIST
+    arch_list = os.environ["TORCH_CUDA_ARCH_LIST"]
     _say(f"building {cfg.EXTENSION_NAME} for TORCH_CUDA_ARCH_LIST={arch_list} with nvcc from {CUDA_HOME}")
     flags = cfg.compile_flags(torch.__version__, torch.version.cuda, arch_list)
     ext = CUDAExtension(

@@ -40,10 +40,31 @@ def sources(root: Path | None = None) -> list[str]:
     return [str(p) for p in files]
 
 
+def arch_tokens(arch_list: str) -> list[str]:
+    """TORCH_CUDA_ARCH_LIST's entries (separated by ';', ',' or spaces)."""
+    return [t for t in arch_list.replace(";", " ").replace(",", " ").split() if t]
+
+
+def has_sm90a(arch_list: str) -> bool:
+    """Whether the list asks for sm_90a code ("9.0a", or "9.0a+PTX"): the wgmma kernels' bodies exist only there."""
+    return any(t.removesuffix("+PTX") == "9.0a" for t in arch_tokens(arch_list or ""))
+
+
+def arch_for(major: int, minor: int) -> str:
+    """The TORCH_CUDA_ARCH_LIST entry for a GPU: 9.0 and later get the arch-specific "a" target
+    (wgmma/TMA need sm_90a; plain 9.0 code would hold only the wgmma kernels' empty stubs)."""
+    return f"{major}.{minor}" + ("a" if major >= 9 else "")
+
+
+def arch_list_for(capabilities) -> str:
+    """The build's targets for these visible GPUs ((major, minor) pairs), each once, in order."""
+    return ";".join(dict.fromkeys(arch_for(*c) for c in capabilities))
+
+
 def compile_flags(torch_version: str, cuda_version: str, arch_list: str) -> dict[str, list[str]]:
     """Compiler flags; the build metadata is baked into the binary so a stale build can be detected.
 
-    Values go through the preprocessor as bare tokens (stringized in csrc/bindings.cpp) because
+    Values go through the preprocessor as bare tokens (stringized in csrc/build_meta.h) because
     quoted strings do not survive the shell that runs ninja's command lines; ';' would end the
     command there, so the arch list is joined with ','.
     """
@@ -51,6 +72,7 @@ def compile_flags(torch_version: str, cuda_version: str, arch_list: str) -> dict
         f"-DACCELKERNELS_TORCH_VERSION={torch_version}",
         f"-DACCELKERNELS_CUDA_VERSION={cuda_version}",
         f"-DACCELKERNELS_ARCH_LIST={arch_list.replace(';', ',').replace(' ', ',')}",
+        f"-DACCELKERNELS_HAS_SM90A={int(has_sm90a(arch_list))}",
     ]
     return {
         "cxx": ["-O3", *meta],  # no -std: torch adds the standard it needs (C++20 for 2.14)

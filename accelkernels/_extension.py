@@ -96,10 +96,9 @@ def _probe_ahead_of_time() -> ExtensionStatus:
 
 
 def visible_gpu_arch() -> str:
-    """TORCH_CUDA_ARCH_LIST entry for the current GPU; 9.0 and later get the arch-specific "a" target
-    (wgmma/TMA need sm_90a)."""
-    major, minor = torch.cuda.get_device_capability()
-    return f"{major}.{minor}" + ("a" if major >= 9 else "")
+    """TORCH_CUDA_ARCH_LIST for the visible GPUs; 9.0 and later get the arch-specific "a" target
+    (wgmma/TMA need sm_90a): _build_config.arch_list_for."""
+    return cfg.arch_list_for(torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count()))
 
 
 def jit_build(arch_list: str) -> ExtensionStatus:

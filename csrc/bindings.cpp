@@ -8,18 +8,8 @@
 #include "kernel_registry.h"
 #include "registry_listing.h"
 
-// setup.py / the first-use build pass these as bare tokens; stringize them here.
-#define AK_STRINGIZE_(...) #__VA_ARGS__
-#define AK_STRINGIZE(...) AK_STRINGIZE_(__VA_ARGS__)
-#ifndef ACCELKERNELS_TORCH_VERSION
-#define ACCELKERNELS_TORCH_VERSION unknown
-#endif
-#ifndef ACCELKERNELS_CUDA_VERSION
-#define ACCELKERNELS_CUDA_VERSION unknown
-#endif
-#ifndef ACCELKERNELS_ARCH_LIST
-#define ACCELKERNELS_ARCH_LIST unknown
-#endif
+#include "build_meta.h"
+#include "kernels/bmm_args.h"
 
 namespace {
 
@@ -29,6 +19,7 @@ py::dict build_info() {
   d["cuda_version"] = AK_STRINGIZE(ACCELKERNELS_CUDA_VERSION);
   d["cudart_version"] = CUDART_VERSION;
   d["arch_list"] = AK_STRINGIZE(ACCELKERNELS_ARCH_LIST);
+  d["sm90a"] = ACCELKERNELS_HAS_SM90A != 0;  // the arch list names 9.0a: the wgmma kernels have bodies
   d["compiler"] = __VERSION__;
   d["kernels"] = accelkernels::registry_listing();
   return d;
@@ -41,4 +32,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "How this extension was built (torch, CUDA, arch list, kernels)");
   m.def("kernels", &accelkernels::registry_listing,
         "Every kernel in the registry (GEMM, then conv2d passes), with its op, dtypes and minimum arch");
+  m.def("wgmma_code_present", &accelkernels::wgmma_code_present,
+        "Whether the code loaded for the current CUDA device holds the wgmma kernels (sm_90a); asks the GPU");
 }

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "build_meta.h"
 #include "device_host.h"
 #include "kernel_registry.h"
 
@@ -54,6 +55,21 @@ BmmArgs<T> make_args(const at::Tensor& a, const at::Tensor& b, const at::Tensor&
   return args;
 }
 
+// K = 0: every dot product is an empty sum, so C = act(bias) (act(0) = 0 without a bias) for every
+// kernel. No kernel runs: a zero-width operand has no TMA descriptor to encode, and a ring would wait
+// for bytes that never come. Computed in float32 and rounded once, as the kernels' epilogue does.
+at::Tensor empty_sum(at::Tensor& c, const std::optional<at::Tensor>& bias, c10::string_view activation) {
+  if (!bias.has_value()) return c.zero_();  // relu, gelu and silu all map 0 to 0
+  at::Tensor z = bias->to(at::kFloat);  // the activation on the bias itself, then broadcast over the rows
+  switch (parse_activation(activation)) {
+    case Activation::kRelu: z = at::relu(z); break;
+    case Activation::kGelu: z = at::gelu(z); break;
+    case Activation::kSilu: z = at::silu(z); break;
+    default: break;
+  }
+  return c.copy_(z.view({1, 1, c.size(2)}).expand(c.sizes()));
+}
+
 template <typename T>
 void launch(const BmmKernel& kernel, void (*launcher)(const BmmArgs<T>&, cudaStream_t), const BmmArgs<T>& args,
             cudaStream_t stream) {
@@ -66,6 +82,10 @@ void launch(const BmmKernel& kernel, void (*launcher)(const BmmArgs<T>&, cudaStr
     AK_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
     TORCH_CHECK(major == 9 && minor == 0, "accelkernels::cuda_bmm: kernel '", kernel.name, "' runs on compute "
                 "capability 9.0 (sm_90a) only, this GPU is ", major, ".", minor);
+    TORCH_CHECK(wgmma_code_present(), "accelkernels::cuda_bmm: kernel '", kernel.name, "' needs sm_90a code, and "
+                "this build has none for this GPU (built for ", AK_STRINGIZE(ACCELKERNELS_ARCH_LIST), "): its "
+                "stub would return the output's memory as it found it; rebuild with TORCH_CUDA_ARCH_LIST=9.0a "
+                "(or 8.0;9.0a), or use the 'mma_sync' kernel");
     why = wgmma_unsupported_reason(args);
   }
   TORCH_CHECK_VALUE(why == nullptr, "accelkernels::cuda_bmm: kernel '", kernel.name, "' cannot read these operands: ",
@@ -102,6 +122,7 @@ at::Tensor cuda_bmm(const at::Tensor& a, const at::Tensor& b, const std::optiona
   const dh::DeviceGuard guard(a.device());
   at::Tensor c = dh::empty_output({batch, m, n}, a.options(), at::MemoryFormat::Contiguous, "c");
   if (c.numel() == 0) return c;
+  if (k == 0) return empty_sum(c, bias, activation);
   // A contiguous copy of the (tiny) bias lets the kernel index it directly.
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   dh::expose_input(a, "a");

@@ -395,3 +395,24 @@ def test_sources_come_from_the_installed_copy_when_there_is_one(monkeypatch, tmp
     monkeypatch.setattr(_build_config, "INSTALLED_CSRC", tmp_path / "emulator" / "_csrc")
     assert _build_config.csrc_dir() == tmp_path / "emulator" / "_csrc"
     assert [os.path.relpath(s, _build_config.csrc_dir()) for s in _build_config.sources()] == here
+
+
+@pytest.mark.parametrize("arch_list,expected", [("8.0;9.0a", True), ("9.0a+PTX", True), ("8.0, 9.0a", True),
+                                                ("9.0", False), ("8.0;9.0+PTX", False), ("", False), ("9.0a0", False)])
+def test_a_build_knows_whether_it_asked_for_sm90a(arch_list, expected):
+    from accelkernels import _build_config as cfg
+
+    assert cfg.has_sm90a(arch_list) is expected
+    assert f"-DACCELKERNELS_HAS_SM90A={int(expected)}" in cfg.compile_flags("t", "c", arch_list)["cxx"]
+
+
+def test_a_build_for_the_visible_gpus_gives_hopper_its_sm90a_code():
+    """With a GPU visible and no TORCH_CUDA_ARCH_LIST, setup.py and the first-use build target the GPUs'
+    archs; plain "9.0" would hold only the wgmma kernels' empty stubs."""
+    from accelkernels import _build_config as cfg
+
+    assert cfg.arch_list_for([(9, 0)]) == "9.0a"
+    assert cfg.arch_list_for([(8, 0), (9, 0), (9, 0)]) == "8.0;9.0a"
+    assert cfg.arch_list_for([(8, 6)]) == "8.6"
+    setup = (REPO / "setup.py").read_text()
+    assert "cfg.arch_list_for(" in setup and "torch.cuda.get_device_capability(i)" in setup

@@ -8,6 +8,8 @@ epilogue, the backward through the kernels, and the refusals.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -223,8 +225,74 @@ def test_cuda_backend_picks_the_kernel_for_dtype_card_and_layout(dtype, capabili
     from accelkernels import _extension
     from accelkernels.backends import cuda_gemm
 
+    import contextlib
+
+    from accelkernels import _build_config
+
     monkeypatch.setattr(cuda_gemm.torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(_extension, "status", lambda build=False: SimpleNamespace(build_info={"arch_list": arch_list}))
+    monkeypatch.setattr(cuda_gemm.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cuda_gemm.torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(cuda_gemm, "_wgmma_code", {})
+    asked = []
+    binary = SimpleNamespace(wgmma_code_present=lambda: asked.append(1) or True)  # what the loaded code says
+    monkeypatch.setattr(_extension, "status", lambda build=False: SimpleNamespace(
+        loaded=True, module=binary, build_info={"arch_list": arch_list, "sm90a": _build_config.has_sm90a(arch_list)}))
     a = torch.randn(1, 40, 64, dtype=dtype)
     b = torch.randn(1, 24, 64, dtype=dtype).mT if b_layout == "k" else torch.randn(1, 64, 24, dtype=dtype)
     assert cuda_gemm.gemm_kernel_for(a, b) == expected
+    assert cuda_gemm.gemm_kernel_for(a, b) == expected
+    assert len(asked) <= 1  # the binary is asked once per device, and only by a build that asked for 9.0a
+    if asked:
+        binary.wgmma_code_present = lambda: False  # a cached answer: a later change is not seen
+        assert cuda_gemm.gemm_kernel_for(a, b) == expected
+
+
+def test_the_kernel_choice_asks_the_binary_not_the_arch_list(monkeypatch):
+    """An arch list naming 9.0a whose loaded code has no wgmma bodies (say, a stale first-use build)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from accelkernels import _extension
+    from accelkernels.backends import cuda_gemm
+
+    monkeypatch.setattr(cuda_gemm.torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(cuda_gemm.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cuda_gemm.torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(cuda_gemm, "_wgmma_code", {})
+    monkeypatch.setattr(_extension, "status", lambda build=False: SimpleNamespace(
+        loaded=True, module=SimpleNamespace(wgmma_code_present=lambda: False),
+        build_info={"arch_list": "8.0,9.0a", "sm90a": True}))
+    a, b = torch.randn(1, 40, 64, dtype=torch.bfloat16), torch.randn(1, 24, 64, dtype=torch.bfloat16).mT
+    assert cuda_gemm.gemm_kernel_for(a, b) == "mma_sync"
+
+
+def test_only_sm90a_code_holds_the_wgmma_bodies(tmp_path):
+    """csrc/wgmma_code.cu compiled for sm_80, sm_90 and sm_90a: its device variable is 1 in the sm_90a
+    cubin only (what wgmma_code_present reads on a GPU), so a plain 9.0 build says it has no wgmma code."""
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    nvcc = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+    try:
+        import triton
+
+        cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    except ImportError:
+        cuobjdump = Path(shutil.which("cuobjdump") or "/nonexistent")
+    if not nvcc.exists() or not cuobjdump.exists():
+        pytest.skip("needs nvcc and cuobjdump (it ships with Triton)")
+    csrc = Path(__file__).resolve().parent.parent / "csrc"
+    obj = tmp_path / "wgmma_code.o"
+    subprocess.run([str(nvcc), "-c", f"-I{csrc}", "-gencode", "arch=compute_80,code=sm_80", "-gencode",
+                    "arch=compute_90,code=sm_90", "-gencode", "arch=compute_90a,code=sm_90a",
+                    str(csrc / "wgmma_code.cu"), "-o", str(obj)], check=True, capture_output=True, timeout=300)
+    elf = subprocess.run([str(cuobjdump), "-elf", str(obj)], check=True, capture_output=True, text=True).stdout
+    per_arch = {}
+    for part in elf.split("Fatbin elf code:")[1:]:
+        arch = part.split("arch = ", 1)[1].split()[0]
+        dump = re.search(r"^\.nv\.global\.init\n(0x[0-9a-f]+)", part, re.M)  # the section's data, if any
+        per_arch[arch] = dump.group(1) if dump else "zero-initialised (no init data)"
+    assert per_arch == {"sm_80": "zero-initialised (no init data)", "sm_90": "zero-initialised (no init data)",
+                        "sm_90a": "0x00000001"}, per_arch

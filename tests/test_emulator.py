@@ -28,7 +28,8 @@ def emu():
     module = emulator.module()
     module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3, grid_z_sample=0, replay=True)
     yield module
-    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3, grid_z_sample=0, replay=False)
+    module.configure(sm_count=2, compute_capability=(9, 0), seed=0, tma_delay=3, grid_z_sample=0, replay=False,
+                     sm90a_code=True)
     if saved is None:
         os.environ.pop("ACCELKERNELS_CUDA_EMULATE", None)
     else:
@@ -97,6 +98,47 @@ def test_k_zero_gives_the_epilogue_of_zero(emu, kernel, dtype):
     bias = torch.randn(16).to(dtype)
     out = torch.ops.accelkernels.cuda_bmm(a, b, bias, "relu", kernel)
     assert torch.equal(out, torch.relu(bias).expand(2, 16, 16))
+
+
+@pytest.mark.parametrize("kernel,dtype", [("warptile", torch.float32), ("mma_sync", torch.float16),
+                                          ("mma_sync", torch.bfloat16), ("wgmma", torch.bfloat16)])
+@pytest.mark.parametrize("activation", ["none", "relu", "gelu", "silu"])
+def test_k_zero_of_any_strides_is_act_of_bias_without_a_launch(emu, kernel, dtype, activation):
+    """Fresh zero-width operands (their strides are no multiple of 8, and TMA cannot describe them):
+    C = act(bias) in float32 rounded once, or zeros, for every kernel; the public functions too."""
+    a, b = torch.randn(3, 5, 0).to(dtype), torch.randn(3, 0, 7).to(dtype)
+    bias = torch.randn(7).to(dtype)
+    act = {"none": lambda x: x, "relu": torch.relu, "gelu": torch.nn.functional.gelu,
+           "silu": torch.nn.functional.silu}[activation]
+    expected = act(bias.float()).to(dtype).expand(3, 5, 7)
+    assert torch.equal(torch.ops.accelkernels.cuda_bmm(a, b, bias, activation, kernel), expected)
+    assert torch.equal(torch.ops.accelkernels.cuda_bmm(a, b, None, activation, kernel), torch.zeros(3, 5, 7, dtype=dtype))
+    import accelkernels as ak
+
+    public = None if activation == "none" else activation
+    assert torch.equal(ak.linear(a[0], torch.randn(7, 0).to(dtype), bias, activation=public, backend="cuda"),
+                       expected[0])
+    assert torch.equal(ak.matmul(a, b, backend="cuda"), torch.zeros(3, 5, 7, dtype=dtype))
+
+
+def test_wgmma_without_sm90a_code_is_refused_and_never_chosen(emu):
+    """A build without sm_90a code holds empty wgmma stubs (csrc/kernels/wgmma_gate.cuh): the host refuses
+    an explicit request, naming the reason, and the kernel choice takes mma.sync instead."""
+    from accelkernels.backends.cuda_gemm import gemm_kernel_for
+
+    a, b = operands(1, 64, 64, 64, torch.bfloat16, b_k_contig=True)
+    assert gemm_kernel_for(a, b) == "wgmma"
+    emu.configure(sm90a_code=False)
+    try:
+        with pytest.raises(RuntimeError, match="kernel 'wgmma' needs sm_90a code, and this build has none"):
+            torch.ops.accelkernels.cuda_bmm(a, b, None, "none", "wgmma")
+        assert gemm_kernel_for(a, b) == "mma_sync"
+        import accelkernels as ak
+
+        assert_within_2x_torch_error(ak.matmul(a, b, backend="cuda"), torch.bmm(a, b), torch.bmm(a.double(), b.double()))
+    finally:
+        emu.configure(sm90a_code=True)
+    assert gemm_kernel_for(a, b) == "wgmma"
 
 
 @pytest.mark.parametrize("kernel,dtype", [("naive", torch.float32), ("warptile", torch.float32),

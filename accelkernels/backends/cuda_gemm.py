@@ -1,9 +1,10 @@
 """Which CUDA C++ GEMM kernel serves a (batch, M, K) @ (batch, K, N) problem, and why none can.
 
     float32                                    -> "warptile" (SIMT, reads any strides)
-    float16/bfloat16 on compute capability 9.0 -> "wgmma" (TMA + wgmma) when the build has sm_90a
-                                                  code (or on the CPU executor) and both operands are
-                                                  K-contiguous
+    float16/bfloat16 on compute capability 9.0 -> "wgmma" (TMA + wgmma) when the binary holds sm_90a
+                                                  code (asked of it: wgmma_code_present; the CPU
+                                                  executor: its sm90a_code setting) and both operands
+                                                  are K-contiguous
     float16/bfloat16 otherwise                 -> "mma_sync" (tensor cores, compute capability 8.0+)
 
 The GEMM ops (cuda_backend.py) and the 1x1 convolutions run as GEMMs (cuda_conv.py) both choose
@@ -57,15 +58,31 @@ def wgmma_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
     return None
 
 
+_wgmma_code: dict[int, bool] = {}  # CUDA device index -> whether the loaded code holds the wgmma kernels
+
+
+def wgmma_code_present(t: torch.Tensor) -> bool:
+    """Whether the binary serving this tensor's device holds the wgmma kernels (sm_90a code), asked of
+    the binary itself (csrc/kernels/bmm_args.h: wgmma_code_present), once per device; the CPU
+    executor's answer is its ``sm90a_code`` setting."""
+    if emulated(t):
+        return bool(emulator.settings().get("sm90a_code", True))
+    status = _extension.status()
+    if not (status.loaded and status.build_info.get("sm90a", False)):
+        return False  # the build never asked for 9.0a (or is older than the flag): nothing to ask the GPU
+    index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+    if index not in _wgmma_code:
+        with torch.cuda.device(index):
+            _wgmma_code[index] = bool(status.module.wgmma_code_present())
+    return _wgmma_code[index]
+
+
 def gemm_kernel_for(a3: torch.Tensor, b3: torch.Tensor) -> str:
     """The registry kernel that runs this (batch, M, K) @ (batch, K, N) problem."""
     if a3.dtype == torch.float32:
         return GEMM_KERNEL[a3.dtype]
-    hopper = device_capability(a3) == (9, 0)
-    has_sm90a = emulated(a3) or "9.0a" in _extension.status().build_info.get("arch_list", "").split(",")
-    if hopper and has_sm90a:
-        if wgmma_unsupported_reason(a3, b3) is None:
-            return HOPPER_KERNEL
+    if device_capability(a3) == (9, 0) and wgmma_code_present(a3) and wgmma_unsupported_reason(a3, b3) is None:
+        return HOPPER_KERNEL
     return GEMM_KERNEL[a3.dtype]
 
 
@@ -91,8 +108,8 @@ def mma_sync_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | Non
 def gemm_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
     """Why the GEMM kernel of this dtype cannot run these (batch, M, K) @ (batch, K, N) operands on
     their GPU, or None (fp32 runs on the SIMT kernel, which reads anything)."""
-    if a3.dtype == torch.float32:
-        return None
+    if a3.dtype == torch.float32 or a3.shape[2] == 0:
+        return None  # fp32: the SIMT kernel reads anything; K = 0: C = act(bias), no kernel runs (bmm_op.cpp)
     capability = device_capability(a3)
     if capability < TENSOR_CORE_CAPABILITY:
         return f"{a3.dtype} runs on the mma.sync kernel, which needs compute capability 8.0+ (this GPU: {capability})"

@@ -133,6 +133,8 @@ struct Settings {
   bool replay = false;                // run every launch twice (the second time in reverse thread order) and
                                       // require bit-identical outputs: races of plain C++ accesses change them
   unsigned grid_z_sample = 0;         // tests only: run just the first and last N blocks along z (0: all)
+  bool sm90a_code = true;             // false: as a build without sm_90a code, whose wgmma kernels are empty
+                                      // stubs (the host must refuse them: bmm_op.cpp, wgmma_code_present)
 };
 Settings& settings();
 void register_global(const void* begin, size_t bytes, bool writable, const char* name);

@@ -96,6 +96,11 @@ void launch_check() {
 }
 
 }  // namespace device_host
+
+// The emulated binary always holds the wgmma code (the executor compiles it for the CPU); the setting
+// stands for a build that does not, so the host's refusal can be tested without a GPU.
+bool wgmma_code_present() { return ak_emu::settings().sm90a_code; }
+
 }  // namespace accelkernels
 
 namespace {
@@ -110,12 +115,13 @@ py::dict settings_dict() {
   d["shared_memory_per_block"] = s.smem_per_block_optin;
   d["grid_z_sample"] = s.grid_z_sample;
   d["replay"] = s.replay;
+  d["sm90a_code"] = s.sm90a_code;
   return d;
 }
 
 py::dict configure(std::optional<int> sm_count, std::optional<std::pair<int, int>> capability,
                    std::optional<uint64_t> seed, std::optional<int> tma_delay, std::optional<unsigned> grid_z_sample,
-                   std::optional<bool> replay) {
+                   std::optional<bool> replay, std::optional<bool> sm90a_code) {
   auto& s = ak_emu::settings();
   if (sm_count) {
     TORCH_CHECK_VALUE(*sm_count >= 1 && *sm_count <= 1024, "sm_count must be 1..1024, got ", *sm_count);
@@ -136,6 +142,7 @@ py::dict configure(std::optional<int> sm_count, std::optional<std::pair<int, int
   }
   if (grid_z_sample) s.grid_z_sample = *grid_z_sample;
   if (replay) s.replay = *replay;
+  if (sm90a_code) s.sm90a_code = *sm90a_code;
   return settings_dict();
 }
 
@@ -145,10 +152,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "accelkernels' CPU executor of the CUDA kernels (ACCELKERNELS_CUDA_EMULATE=1)";
   m.def("configure", &configure, py::arg("sm_count") = py::none(), py::arg("compute_capability") = py::none(),
         py::arg("seed") = py::none(), py::arg("tma_delay") = py::none(),
-        py::arg("grid_z_sample") = py::none(), py::arg("replay") = py::none(),
+        py::arg("grid_z_sample") = py::none(), py::arg("replay") = py::none(), py::arg("sm90a_code") = py::none(),
         "Set the emulated device (SM count, compute capability 9.0/8.0, thread-order seed, TMA delay; "
         "grid_z_sample=N runs only the first and last N blocks along grid z, for tests of huge batches; "
-        "replay=True runs every launch twice, the second time in reverse thread order, and requires identical outputs)");
+        "replay=True runs every launch twice, the second time in reverse thread order, and requires identical outputs; "
+        "sm90a_code=False stands for a build without sm_90a code, whose wgmma kernels the host must refuse)");
   m.def("settings", &settings_dict, "The emulated device's settings");
   m.def("kernels", &accelkernels::registry_listing, "The kernel registry (as accelkernels._C.kernels())");
   m.def("known_ptx", &ak_emu::known_ptx_instructions, "The PTX instructions the executor interprets");

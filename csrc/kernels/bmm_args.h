@@ -49,6 +49,12 @@ void launch_bmm_mma_sync_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t s
 void launch_bmm_wgmma_f16(const BmmArgs<__half>& args, cudaStream_t stream);
 void launch_bmm_wgmma_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
 
+// Whether the code loaded for the current device holds the wgmma kernels' bodies. They exist only in
+// sm_90a code: a build with sm_80 (or plain sm_90) code for a 9.0 card compiles empty stubs in their
+// place, which would return whatever the output's memory held. The binary answers (a device variable
+// initialised per architecture, read once per device), not the build's arch list.
+bool wgmma_code_present();
+
 // Why the wgmma/TMA kernel cannot read these operands (nullptr when it can).
 template <typename T>
 const char* wgmma_unsupported_reason(const BmmArgs<T>& p) {

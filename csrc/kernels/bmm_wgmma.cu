@@ -26,6 +26,7 @@
 
 #include "bmm_args.h"
 #include "epilogue.cuh"
+#include "wgmma_gate.cuh"
 
 namespace accelkernels {
 namespace {
@@ -38,9 +39,6 @@ constexpr int kSmemBytes = kStages * kStageBytes + 2048;  // + up to 1008 B of a
 [[maybe_unused]] constexpr int kGroupM = 8;  // tile-rows per group of the persistent walk (L2 reuse of B panels)
 static_assert(BM == BN && BK * 2 == 128, "one 128-byte swizzle row per tile row");
 
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define AK_WGMMA_ENABLED 1
-#endif
 
 #ifdef AK_WGMMA_ENABLED
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
