@@ -38,6 +38,8 @@ else
   summary+=("memcheck/racecheck     skip  compute-sanitizer not found")
 fi
 run bench accelkernels bench --quick --ceilings --no-progress --out "$OUT/bench"
+# The Hopper GEMM ladder (wgmma, wgmma_v2) against cuBLAS and the fused GELU epilogue against cuBLAS + F.gelu (issue 18's goals).
+run hopper_gemm python bench/bench_hopper_gemm.py --quick --out "$OUT/hopper_gemm"
 run overhead python bench/bench_dispatch_overhead.py --device cuda --out "$OUT/overhead"
 # auto measured on first use: the seed CNN and the ResNet-50 layers no slower than torch (>= 0.98), fresh table.
 run auto_bf16 python bench/bench_auto.py --device cuda --dtype bf16 --budget 1 --out "$OUT/auto_bf16"

@@ -75,7 +75,8 @@ void launch(const BmmKernel& kernel, void (*launcher)(const BmmArgs<T>&, cudaStr
             cudaStream_t stream) {
   const char* why = nullptr;
   if (kernel.operands == Operands::kChunks16B) why = mma_sync_unsupported_reason(args);
-  if (kernel.operands == Operands::kTmaKMajorSm90) {
+  const bool hopper = kernel.operands == Operands::kTmaKMajorSm90 || kernel.operands == Operands::kTmaKMajorSm90TmaStore;
+  if (hopper) {
     int device = 0, major = 0, minor = 0;
     AK_CUDA_CHECK(cudaGetDevice(&device));
     AK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
@@ -86,7 +87,8 @@ void launch(const BmmKernel& kernel, void (*launcher)(const BmmArgs<T>&, cudaStr
                 "this build has none for this GPU (built for ", AK_STRINGIZE(ACCELKERNELS_ARCH_LIST), "): its "
                 "stub would return the output's memory as it found it; rebuild with TORCH_CUDA_ARCH_LIST=9.0a "
                 "(or 8.0;9.0a), or use the 'mma_sync' kernel");
-    why = wgmma_unsupported_reason(args);
+    why = kernel.operands == Operands::kTmaKMajorSm90 ? wgmma_unsupported_reason(args)
+                                                      : wgmma_v2_unsupported_reason(args);
   }
   TORCH_CHECK_VALUE(why == nullptr, "accelkernels::cuda_bmm: kernel '", kernel.name, "' cannot read these operands: ",
                     why, " (a strides ", args.a_stride_batch, ",", args.a_stride_m, ",", args.a_stride_k,

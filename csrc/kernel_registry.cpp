@@ -23,6 +23,9 @@ const std::vector<BmmKernel>& bmm_kernels() {
       {"wgmma", "float16,bfloat16", "9.0a",
        "Hopper: wgmma fed by TMA, 4-stage mbarrier ring, producer/consumer warpgroups, persistent tiles",
        nullptr, &launch_bmm_wgmma_f16, &launch_bmm_wgmma_bf16, Operands::kTmaKMajorSm90},
+      {"wgmma_v2", "float16,bfloat16", "9.0a",
+       "Hopper: 128x256 tiles, one wgmma group in flight, setmaxnreg 40/232, stmatrix + TMA-store epilogue",
+       nullptr, &launch_bmm_wgmma_v2_f16, &launch_bmm_wgmma_v2_bf16, Operands::kTmaKMajorSm90TmaStore},
   };
   return kernels;
 }

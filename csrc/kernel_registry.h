@@ -12,8 +12,9 @@
 namespace accelkernels {
 
 // What a kernel needs of its operands: any strides (SIMT), whole 16-byte chunks (mma.sync,
-// mma_sync_unsupported_reason), or K-contiguous TMA-describable operands on sm_90 (wgmma).
-enum class Operands { kStrided, kChunks16B, kTmaKMajorSm90 };
+// mma_sync_unsupported_reason), K-contiguous TMA-describable operands on sm_90 (wgmma), and with
+// them an output TMA can store (wgmma_v2).
+enum class Operands { kStrided, kChunks16B, kTmaKMajorSm90, kTmaKMajorSm90TmaStore };
 
 struct BmmKernel {
   const char* name;

@@ -526,3 +526,40 @@ def test_bench_auto_checks_auto_against_torch_and_lists_the_decisions(tmp_path, 
     report = (tmp_path / "out" / "report.md").read_text()
     assert "the bar is 0.98" in report and "nothing was timed" in report
     assert os.environ["ACCELKERNELS_CACHE_DIR"] == str(tmp_path / "out" / "cache")  # never the user's table
+
+
+def test_separate_pass_bound_from_bytes_and_flops():
+    """A GEMM's roofline and a separate pass over C (read + write): at M = N = 4096, K = 1024 in bf16 on
+    989 TFLOP/s and 3.35 TB/s, the GEMM is compute-bound (34.4 GFLOP: 0.0347 ms), the pass moves 64 MiB
+    (0.0200 ms): share 0.577, so fusing it can gain at most 1.58x; at K = 14336 the share is 0.04."""
+    from accelkernels.benchmark import problems, suites
+
+    case = suites.Case("t", "x", "linear", {"m": 4096, "n": 4096, "k": 1024}, True, "gelu")
+    bound = problems.separate_pass_bound(case, torch.bfloat16, 989.0, 3.35)
+    assert bound["gemm_ms"] == pytest.approx(2 * 4096 * 4096 * 1024 / 989e12 * 1e3)
+    assert bound["pass_ms"] == pytest.approx(2 * 4096 * 4096 * 2 / 3.35e12 * 1e3)
+    assert bound["share"] == pytest.approx(0.577, abs=1e-3) and bound["fused_bound"] == pytest.approx(1.577, abs=1e-3)
+    deep = suites.Case("t", "y", "linear", {"m": 4096, "n": 4096, "k": 14336}, True, "gelu")
+    assert problems.separate_pass_bound(deep, torch.bfloat16, 989.0, 3.35)["share"] == pytest.approx(0.0412, abs=1e-3)
+    tiny = suites.Case("t", "z", "linear", {"m": 16, "n": 4096, "k": 4096}, True, "gelu")  # memory-bound GEMM
+    t = problems.separate_pass_bound(tiny, torch.bfloat16, 989.0, 3.35)
+    assert t["gemm_ms"] == pytest.approx((16 * 4096 + 4096 * 4096 + 16 * 4096) * 2 / 3.35e12 * 1e3)
+
+
+def test_bench_hopper_gemm_says_why_it_cannot_run_here(tmp_path):
+    """Without a compute capability 9.0 GPU the Hopper bench writes the reason and exits with status 2;
+    its case list holds 8192^3, the LLM shapes with M >= 256 and the fused suite."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_hopper_gemm",
+                                                  Path(__file__).parents[1] / "bench" / "bench_hopper_gemm.py")
+    hopper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hopper)
+    square, llm, fused = hopper.cases(quick=False)
+    assert [c.dims["m"] for c in square] == [8192] and llm and all(c.dims["m"] >= 256 for c in llm)
+    assert fused and all(c.activation == "gelu" for c in fused)
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
+        pytest.skip("a Hopper GPU is here: the bench would run for real")
+    assert hopper.main(["--out", str(tmp_path)]) == 2
+    assert json.loads((tmp_path / "results.json").read_text())["skipped"]

@@ -17,7 +17,12 @@ from conftest import assert_within_2x_torch_error, requires_cuda
 from references import activate
 
 import accelkernels as ak
-from accelkernels.backends.cuda_gemm import GEMM_KERNEL, mma_sync_unsupported_reason, wgmma_unsupported_reason
+from accelkernels.backends.cuda_gemm import (
+    GEMM_KERNEL,
+    mma_sync_unsupported_reason,
+    wgmma_unsupported_reason,
+    wgmma_v2_unsupported_reason,
+)
 
 SIMT_LADDER = ("naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile")
 
@@ -56,6 +61,15 @@ def test_wgmma_reads_k_contiguous_operands_only():
                                                          torch.randn(1, 24, 33, dtype=torch.bfloat16).mT)
 
 
+def test_wgmma_v2_also_needs_an_output_the_tma_store_can_write():
+    """wgmma_v2 = wgmma's operand rules + output rows of a multiple of 16 bytes (its TMA-store epilogue)."""
+    a = torch.randn(1, 40, 64, dtype=torch.bfloat16)
+    assert wgmma_v2_unsupported_reason(a, torch.randn(1, 24, 64, dtype=torch.bfloat16).mT) is None
+    assert "TMA-store epilogue" in wgmma_v2_unsupported_reason(a, torch.randn(1, 20, 64, dtype=torch.bfloat16).mT)
+    assert wgmma_unsupported_reason(a, torch.randn(1, 20, 64, dtype=torch.bfloat16).mT) is None  # the previous step serves
+    assert "B must be K-contiguous" in wgmma_v2_unsupported_reason(a, torch.randn(1, 64, 24, dtype=torch.bfloat16))
+
+
 def test_each_dtype_has_a_kernel_in_the_registry():
     assert GEMM_KERNEL == {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
     from accelkernels import _extension
@@ -63,7 +77,7 @@ def test_each_dtype_has_a_kernel_in_the_registry():
     status = _extension.status()
     if status.loaded:
         names = {k["name"] for k in status.module.kernels()}
-        assert set(GEMM_KERNEL.values()) | {"wgmma"} <= names and set(SIMT_LADDER) <= names
+        assert set(GEMM_KERNEL.values()) | {"wgmma", "wgmma_v2"} <= names and set(SIMT_LADDER) <= names
 
 
 # --- GPU -------------------------------------------------------------------------------------------
@@ -156,6 +170,8 @@ def test_wgmma_against_float64(shape, dtype, activation):
     b = _operand(batch, k, n, dtype, inner_contiguous=False)  # K-contiguous: B read as N x K
     bias = torch.randn(n, device="cuda", dtype=dtype)
     _check_kernel("wgmma", a, b, bias, activation)
+    if n % 8 == 0:
+        _check_kernel("wgmma_v2", a, b, bias, activation)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -203,16 +219,20 @@ def test_ptxas_report_is_kept_for_every_kernel_without_spills():
     rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith(("| bmm_", "| conv2d_"))]
     assert {r[0].strip() for r in rows} == {p.name for p in kernels.glob("*.cu")}
     assert all(r[5].strip() == "0" and r[6].strip() == "0" for r in rows), "spills in the ptxas report"
-    for step in (*SIMT_LADDER, "mma_sync", "wgmma"):
+    for step in (*SIMT_LADDER, "mma_sync", "wgmma", "wgmma_v2"):
         assert f"bmm_{step}" in report, step
     for family in ("conv2d_direct_kernel", "conv2d_depthwise_kernel", "conv2d_implicit_gemm_kernel",
                    "conv2d_implicit_gemm_weight_grad_kernel"):
         assert family in report, family
+    # wgmma_v2 starts with 168 registers per thread (65536 / 384 in steps of 8): the pool its setmaxnreg
+    # split redistributes, and what the CPU executor assumes (csrc/emulator/runtime.cpp, regs_at_entry)
+    v2 = [r for r in rows if r[0].strip() == "bmm_wgmma_v2.cu" and r[2].strip() == "sm_90a"]
+    assert len(v2) == 2 and all(r[3].strip() == "168" for r in v2), v2
 
 
 @pytest.mark.parametrize(("dtype", "capability", "arch_list", "b_layout", "expected"), [
     (torch.float32, (9, 0), "8.0,9.0a", "k", "warptile"),
-    (torch.bfloat16, (9, 0), "8.0,9.0a", "k", "wgmma"),  # a linear layer's Wᵀ on Hopper
+    (torch.bfloat16, (9, 0), "8.0,9.0a", "k", "wgmma_v2"),  # a linear layer's Wᵀ on Hopper (N = 24: TMA-storable)
     (torch.float16, (9, 0), "8.0,9.0a", "n", "mma_sync"),  # row-major B: TMA-wgmma reads N x K only
     (torch.bfloat16, (9, 0), "8.0", "k", "mma_sync"),  # no sm_90a code in the build
     (torch.bfloat16, (8, 0), "8.0,9.0a", "k", "mma_sync"),  # Ampere

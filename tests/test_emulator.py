@@ -88,12 +88,64 @@ def test_wgmma_persistent_ring(emu, dtype, sms, shape):
         emu.configure(sm_count=2)
 
 
+# wgmma_v2 (bmm_wgmma_v2.cu) on every shape class of the GEMM: (batch, M, N, K, SMs, activation, bias).
+WGMMA_V2_CASES = {
+    "ring_wraps": (1, 130, 264, 600, 1, "silu", True),   # 1 SM walks 4 tiles; 10 K tiles wrap the 4-stage ring twice
+    "batched": (2, 200, 136, 72, 2, "relu", True),        # 4 tiles over 2 blocks; 2 K tiles: one group in flight
+    "one_k_tile": (1, 64, 8, 16, 3, "gelu", True),        # fewer tiles than SMs, a single K tile, N = 8
+    "many_tiles": (3, 129, 520, 136, 2, "none", False),   # 18 tiles over 2 blocks, ragged M, N and K, no bias
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", WGMMA_V2_CASES.values(), ids=WGMMA_V2_CASES.keys())
+def test_wgmma_v2_every_shape_class(emu, dtype, case):
+    """128x256 tiles, one wgmma group in flight, setmaxnreg, the stmatrix + TMA-store epilogue, with
+    every launch run twice (the second time in reverse thread order, same bits required)."""
+    batch, m, n, k, sms, activation, with_bias = case
+    emu.configure(sm_count=sms)
+    try:
+        a, b = operands(batch, m, n, k, dtype, a_k_contig=True, b_k_contig=True)
+        check_bmm(a, b, torch.randn(n).to(dtype) if with_bias else None, activation, "wgmma_v2")
+    finally:
+        emu.configure(sm_count=2)
+
+
+def test_wgmma_v2_under_shuffled_thread_orders(emu):
+    """The ring, the in-flight group, the register split and the store epilogue under three shuffled
+    thread and TMA-completion orders (seeds): the same bits each time."""
+    a, b = operands(1, 130, 264, 200, torch.bfloat16, a_k_contig=True, b_k_contig=True)
+    bias = torch.randn(264).to(torch.bfloat16)
+    results = []
+    try:
+        for seed in (1, 2, 3):
+            emu.configure(seed=seed, tma_delay=5)
+            results.append(torch.ops.accelkernels.cuda_bmm(a, b, bias, "gelu", "wgmma_v2"))
+    finally:
+        emu.configure(seed=0, tma_delay=3)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+    check_bmm(a, b, bias, "gelu", "wgmma_v2")
+
+
+def test_wgmma_v2_refuses_ragged_n_and_the_choice_falls_back_to_wgmma(emu):
+    """The TMA store needs output rows of a multiple of 16 bytes: N = 70 is refused with that reason,
+    and the kernel choice takes the previous step, which stores element by element."""
+    from accelkernels.backends.cuda_gemm import gemm_kernel_for
+
+    a, b = operands(1, 40, 70, 64, torch.bfloat16, a_k_contig=True, b_k_contig=True)
+    with pytest.raises(ValueError, match="kernel 'wgmma_v2' cannot read these operands: the TMA-store epilogue"):
+        torch.ops.accelkernels.cuda_bmm(a, b, None, "none", "wgmma_v2")
+    assert gemm_kernel_for(a, b) == "wgmma"
+    a, b = operands(1, 40, 72, 64, torch.bfloat16, a_k_contig=True, b_k_contig=True)
+    assert gemm_kernel_for(a, b) == "wgmma_v2"
+
+
 @pytest.mark.parametrize("kernel,dtype", [(k, torch.float32) for k in SIMT] +
-                         [("mma_sync", torch.float16), ("wgmma", torch.bfloat16)])
+                         [("mma_sync", torch.float16), ("wgmma", torch.bfloat16), ("wgmma_v2", torch.float16)])
 def test_k_zero_gives_the_epilogue_of_zero(emu, kernel, dtype):
     # Slices of K = 8 operands keep the strides the tensor-core kernels need (multiples of 8).
     a = torch.randn(2, 16, 8).to(dtype)[:, :, :0]
-    b = torch.randn(2, 16, 8).to(dtype)[:, :, :0].transpose(1, 2) if kernel == "wgmma" else \
+    b = torch.randn(2, 16, 8).to(dtype)[:, :, :0].transpose(1, 2) if kernel.startswith("wgmma") else \
         torch.randn(2, 8, 16).to(dtype)[:, :0, :]
     bias = torch.randn(16).to(dtype)
     out = torch.ops.accelkernels.cuda_bmm(a, b, bias, "relu", kernel)
@@ -101,7 +153,8 @@ def test_k_zero_gives_the_epilogue_of_zero(emu, kernel, dtype):
 
 
 @pytest.mark.parametrize("kernel,dtype", [("warptile", torch.float32), ("mma_sync", torch.float16),
-                                          ("mma_sync", torch.bfloat16), ("wgmma", torch.bfloat16)])
+                                          ("mma_sync", torch.bfloat16), ("wgmma", torch.bfloat16),
+                                          ("wgmma_v2", torch.bfloat16)])
 @pytest.mark.parametrize("activation", ["none", "relu", "gelu", "silu"])
 def test_k_zero_of_any_strides_is_act_of_bias_without_a_launch(emu, kernel, dtype, activation):
     """Fresh zero-width operands (their strides are no multiple of 8, and TMA cannot describe them):
@@ -123,22 +176,23 @@ def test_k_zero_of_any_strides_is_act_of_bias_without_a_launch(emu, kernel, dtyp
 
 def test_wgmma_without_sm90a_code_is_refused_and_never_chosen(emu):
     """A build without sm_90a code holds empty wgmma stubs (csrc/kernels/wgmma_gate.cuh): the host refuses
-    an explicit request, naming the reason, and the kernel choice takes mma.sync instead."""
+    an explicit request of either step, naming the reason, and the kernel choice takes mma.sync instead."""
     from accelkernels.backends.cuda_gemm import gemm_kernel_for
 
     a, b = operands(1, 64, 64, 64, torch.bfloat16, b_k_contig=True)
-    assert gemm_kernel_for(a, b) == "wgmma"
+    assert gemm_kernel_for(a, b) == "wgmma_v2"
     emu.configure(sm90a_code=False)
     try:
-        with pytest.raises(RuntimeError, match="kernel 'wgmma' needs sm_90a code, and this build has none"):
-            torch.ops.accelkernels.cuda_bmm(a, b, None, "none", "wgmma")
+        for kernel in ("wgmma", "wgmma_v2"):
+            with pytest.raises(RuntimeError, match=f"kernel '{kernel}' needs sm_90a code, and this build has none"):
+                torch.ops.accelkernels.cuda_bmm(a, b, None, "none", kernel)
         assert gemm_kernel_for(a, b) == "mma_sync"
         import accelkernels as ak
 
         assert_within_2x_torch_error(ak.matmul(a, b, backend="cuda"), torch.bmm(a, b), torch.bmm(a.double(), b.double()))
     finally:
         emu.configure(sm90a_code=True)
-    assert gemm_kernel_for(a, b) == "wgmma"
+    assert gemm_kernel_for(a, b) == "wgmma_v2"
 
 
 @pytest.mark.parametrize("kernel,dtype", [("naive", torch.float32), ("warptile", torch.float32),
@@ -164,7 +218,7 @@ def test_backend_cuda_serves_cpu_tensors_with_the_gpu_kernel_choice(emu):
 
     x, w = torch.randn(5, 64).to(torch.bfloat16), torch.randn(24, 64).to(torch.bfloat16)
     a3, b3 = x.unsqueeze(0), w.t().unsqueeze(0)
-    assert gemm_kernel_for(a3, b3) == "wgmma"  # emulated Hopper, K-contiguous operands
+    assert gemm_kernel_for(a3, b3) == "wgmma_v2"  # emulated Hopper, K-contiguous operands, N % 8 == 0
     emu.configure(compute_capability=(8, 0))
     try:
         assert gemm_kernel_for(a3, b3) == "mma_sync"  # the Ampere dispatch
@@ -254,14 +308,14 @@ def test_registry_and_ptx_tables_agree(emu):
 
     assert set(emu.known_ptx()) == set(KNOWN_PTX)
     names = {(k["name"], k["op"]) for k in emu.kernels()}
-    assert ("wgmma", "cuda_bmm") in names and ("implicit_gemm", "cuda_conv2d_weight_grad") in names
+    assert ("wgmma", "cuda_bmm") in names and ("wgmma_v2", "cuda_bmm") in names and ("implicit_gemm", "cuda_conv2d_weight_grad") in names
 
 
 def test_unknown_ptx_fails_the_build_naming_it():
     from accelkernels.emulator.rewrite import RewriteError, rewrite
 
-    text = '# 1 "/x/csrc/kernels/k.cu"\nvoid f(){ asm volatile("bar.sync 0;\\n" ::); }\n'
-    with pytest.raises(RewriteError, match=r"k.cu:1: PTX instruction 'bar.sync' has no handler"):
+    text = '# 1 "/x/csrc/kernels/k.cu"\nvoid f(){ asm volatile("bar.arrive 1, 64;\\n" ::); }\n'
+    with pytest.raises(RewriteError, match=r"k.cu:1: PTX instruction 'bar.arrive' has no handler"):
         rewrite(text)
 
 

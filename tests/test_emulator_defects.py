@@ -22,6 +22,7 @@ LAUNCHERS = {  # kernel file -> (launcher, element type)
     "bmm_warptile": ("launch_bmm_warptile_f32", "float"),
     "bmm_mma_sync": ("launch_bmm_mma_sync_f16", "__half"),
     "bmm_wgmma": ("launch_bmm_wgmma_bf16", "__nv_bfloat16"),
+    "bmm_wgmma_v2": ("launch_bmm_wgmma_v2_bf16", "__nv_bfloat16"),
 }
 PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
     "bmm_naive": "1 33 17 19 1 0 2",
@@ -29,6 +30,7 @@ PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
     "bmm_mma_sync": "2 136 72 88 1 0 2",
     "bmm_mma_sync_mk": "1 136 72 88 0 0 2",
     "bmm_wgmma": "1 130 70 600 1 1 1",
+    "bmm_wgmma_v2": "1 130 264 600 1 1 1",  # one SM walks 4 tiles of 128x256, 10 K tiles each
 }
 
 # (id, file, text, replacement, kernel file, problem)
@@ -47,7 +49,7 @@ DEFECTS = [
      "else ldmatrix_x4<false>(sa + swizzled(k + r, m / 8, BM * 2), af[mt]);", "bmm_mma_sync", "bmm_mma_sync_mk"),
     ("cp.async zero-fill dropped", "mma_sync_tile.cuh", '"r"(valid ? 16 : 0)', '"r"(16)',
      "bmm_mma_sync", "bmm_mma_sync"),
-    ("wrong descriptor stride byte offset", "bmm_wgmma.cu", "(uint64_t{1024 >> 4} << 32)",
+    ("wrong descriptor stride byte offset", "hopper_tma.cuh", "(uint64_t{1024 >> 4} << 32)",
      "(uint64_t{512 >> 4} << 32)", "bmm_wgmma", "bmm_wgmma"),
     ("wrong mbarrier parity", "bmm_wgmma.cu", "mbar_wait(&full[s], static_cast<unsigned>((step / kStages) & 1));",
      "mbar_wait(&full[s], static_cast<unsigned>(((step / kStages) & 1) ^ 1));", "bmm_wgmma", "bmm_wgmma"),
@@ -60,6 +62,29 @@ DEFECTS = [
      '      asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");', "bmm_wgmma", "bmm_wgmma"),
     ("expect_tx byte count short by one box", "bmm_wgmma.cu", "mbar_expect_tx(&full[s], kStageBytes);",
      "mbar_expect_tx(&full[s], kTileBytes);", "bmm_wgmma", "bmm_wgmma"),
+    # wgmma_v2: the in-flight group, the register split and the TMA-store epilogue
+    ("stage released one step early (its wgmma group still in flight)", "bmm_wgmma_v2.cu",
+     "      if (kt > 0 && thread_in_group == 0) mbar_arrive(&empty[(step - 1) % kStages]);",
+     "      if (kt + 1 < k_tiles && thread_in_group == 0) mbar_arrive(&empty[step % kStages]);",
+     "bmm_wgmma_v2", "bmm_wgmma_v2"),
+    ("last stage of a tile never released", "bmm_wgmma_v2.cu",
+     "    if (k_tiles > 0 && thread_in_group == 0) mbar_arrive(&empty[(step - 1) % kStages]);\n", "",
+     "bmm_wgmma_v2", "bmm_wgmma_v2"),
+    ("register budget that does not add up", "bmm_wgmma_v2.cu", "  setmaxnreg_inc<kConsumerRegs>();",
+     "  setmaxnreg_inc<kConsumerRegs + 8>();", "bmm_wgmma_v2", "bmm_wgmma_v2"),
+    ("TMA store issued before the shared tile is complete", "bmm_wgmma_v2.cu",
+     ("    fence_proxy_async();  // this thread's stmatrix writes, before the async proxy reads them\n"
+      "    named_barrier_sync(named, 128);"),
+     "    fence_proxy_async();  // this thread's stmatrix writes, before the async proxy reads them",
+     "bmm_wgmma_v2", "bmm_wgmma_v2"),
+    ("stmatrix writes not fenced to the async proxy", "bmm_wgmma_v2.cu",
+     "    fence_proxy_async();  // this thread's stmatrix writes, before the async proxy reads them\n", "",
+     "bmm_wgmma_v2", "bmm_wgmma_v2"),
+    ("staging buffer rewritten while its TMA store may still read it", "bmm_wgmma_v2.cu",
+     "    if (thread_in_group == 0) bulk_wait_read<1>();", "    if (thread_in_group == 0) bulk_wait_read<2>();",
+     "bmm_wgmma_v2", "bmm_wgmma_v2"),
+    ("TMA store at the other consumer's rows", "bmm_wgmma_v2.cu", "static_cast<int>(tm * BM + consumer * 64),",
+     "static_cast<int>(tm * BM),", "bmm_wgmma_v2", "bmm_wgmma_v2"),
     ("out-of-bounds epilogue store", "epilogue.cuh", "if (row < p.m && col < p.n)", "if (row <= p.m && col < p.n)",
      "bmm_mma_sync", "bmm_mma_sync"),
     ("missing __syncthreads after a shared-tile refill (SIMT)", "bmm_warptile.cu",

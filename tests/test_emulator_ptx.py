@@ -113,3 +113,109 @@ def test_wgmma_m64n128k16_from_swizzled_descriptors(probe):
         for j in range(16):
             for e in range(4):
                 assert d[t * 64 + 4 * j + e] == D[16 * w + g + 8 * (e // 2), 8 * j + 2 * c + e % 2], (t, j, e)
+
+
+# ---- the PTX of bmm_wgmma_v2.cu (tests/emulator/ptx_probe_sm90.cu) ------------------------------------
+
+PROBE_SM90 = Path(__file__).parent / "emulator" / "ptx_probe_sm90.cu"
+
+
+@pytest.fixture(scope="module")
+def probe_sm90(tmp_path_factory):
+    """Runs one probe; returns its rows, or the executor's report (a str) when the probe was refused."""
+    tools = Toolchain(tmp_path_factory.mktemp("ptx_sm90"))
+    exe = tools.program(PROBE_SM90, tools.root / "ptx_probe_sm90")
+
+    def run(what: str, mode: int = 0) -> dict[str, np.ndarray] | str:
+        done = subprocess.run([str(exe), what, str(mode)], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode == 2:
+            assert done.stdout.startswith("REPORT "), done.stdout + done.stderr
+            return done.stdout
+        assert done.returncode == 0, done.stdout + done.stderr
+        return {name: np.array([float(v) for v in values])
+                for name, *values in (line.split() for line in done.stdout.splitlines())}
+
+    return run
+
+
+def test_stmatrix_x4_is_the_inverse_of_ldmatrix(probe_sm90):
+    """Lane l's register j holds row l/4, columns 2(l%4) and +1 of matrix j (low half first), lane l
+    names row l%8 of matrix l/8 (PTX stmatrix; CuTe SM90_U32x4_STSM_N): each element lands at 64 j + 8 row + col."""
+    assert list(probe_sm90("stmatrix")["tile"]) == list(range(256))
+
+
+def test_named_barriers_order_their_own_threads(probe_sm90):
+    """bar.sync 1, 64 and bar.sync 2, 64 each order one writer warp before one reader warp; a reader
+    that skips its barrier is a race; two counts for one barrier are refused."""
+    regs = probe_sm90("bar_sync")["regs"]
+    for pair in range(2):
+        for lane in range(32):
+            for j in range(4):
+                # the reader's ldmatrix gives back what the writer's stmatrix put there (inverse maps)
+                assert regs[pair * 128 + lane * 4 + j] == (1000 * pair + 10 * j + lane) | (1 << 16)
+    assert "shared-memory race" in probe_sm90("bar_sync", 1)
+    assert "bar.sync misuse" in probe_sm90("bar_sync", 2) and "count" in probe_sm90("bar_sync", 2)
+
+
+def test_setmaxnreg_moves_registers_within_the_block_pool(probe_sm90):
+    """384 threads start with 168 registers each; .dec 40 by one warpgroup frees what .inc 232 by two
+    others takes. 240 does not add up: the .inc waits forever (a deadlock naming setmaxnreg); .inc below
+    the current count is a misuse."""
+    assert list(probe_sm90("setmaxnreg", 232)["flags"]) == [1] * 384
+    over = probe_sm90("setmaxnreg", 240)
+    assert "deadlock" in over and "setmaxnreg.inc to 240" in over and "registers" in over
+    assert "setmaxnreg misuse" in probe_sm90("setmaxnreg", 160)
+
+
+def test_tma_store_writes_the_swizzled_box_clipped_to_the_tensor(probe_sm90):
+    """A 64 x 64 box at (col 72, row 8) of a 40 x 104 bf16 matrix: the elements inside the matrix hold
+    the tile's (r, c) = (7r + 3c) % 61 - 30 (the stmatrix image read through the 128B swizzle), the rest
+    of the matrix keeps its poison (the store clips, it writes nothing outside)."""
+    c = probe_sm90("tma_store")["c"].reshape(40, 104)
+    for row in range(40):
+        for col in range(104):
+            if row >= 8 and col >= 72:
+                assert c[row, col] == (7 * (row - 8) + 3 * (col - 72)) % 61 - 30, (row, col)
+            else:
+                assert np.isnan(c[row, col]), (row, col)
+
+
+@pytest.mark.parametrize("mode,rule", [
+    (1, "generic-proxy write not fenced before an async-proxy read"),  # no fence.proxy.async
+    (2, "shared-memory race"),                                        # no barrier before the store
+    (3, "shared-memory race (write after read)"),                     # rewritten before wait_group.read
+])
+def test_tma_store_ordering_rules(probe_sm90, mode, rule):
+    assert rule in probe_sm90("tma_store", mode)
+
+
+def test_wgmma_m64n256k16_layout(probe_sm90):
+    """D = 1 + A (64x16) B (16x256); thread t holds D[16w + g + 8(e/2)][8j + 2c + e%2] in register 4j+e,
+    j = 0..31 (CuTe CLayout_64xN with N = 256)."""
+    d = probe_sm90("wgmma256")["d"]
+    A = np.array([[a_value(m, k) for k in range(16)] for m in range(64)], dtype=np.float64)
+    B = np.array([[b_value(k, n) for n in range(256)] for k in range(16)], dtype=np.float64)
+    D = A @ B + 1.0
+    t = np.arange(128)[:, None, None]
+    j = np.arange(32)[None, :, None]
+    e = np.arange(4)[None, None, :]
+    rows = 16 * (t // 32) + (t % 32) // 4 + 8 * (e // 2)
+    cols = 8 * j + 2 * (t % 4) + e % 2
+    assert np.array_equal(d.reshape(128, 32, 4), D[rows, cols])
+
+
+def test_wgmma_groups_chained_in_flight(probe_sm90):
+    """Two groups on the same accumulators, the second issued while the first is in flight: after
+    wait_group 1 the registers are still undefined (poison), after wait_group 0 they hold 1 + 2 A B —
+    both products, in order (the handler's chains; PTX: accumulator chains need no wait in between)."""
+    rows = probe_sm90("wgmma256", 1)
+    A = np.array([[a_value(m, k) for k in range(16)] for m in range(64)], dtype=np.float64)
+    B = np.array([[b_value(k, n) for n in range(256)] for k in range(16)], dtype=np.float64)
+    D = 2 * (A @ B) + 1.0
+    t = np.arange(128)[:, None, None]
+    j = np.arange(32)[None, :, None]
+    e = np.arange(4)[None, None, :]
+    rows_ = 16 * (t // 32) + (t % 32) // 4 + 8 * (e // 2)
+    cols = 8 * j + 2 * (t % 4) + e % 2
+    assert np.isnan(rows["mid"]).all()
+    assert np.array_equal(rows["d"].reshape(128, 32, 4), D[rows_, cols])

@@ -1,10 +1,12 @@
 """Which CUDA C++ GEMM kernel serves a (batch, M, K) @ (batch, K, N) problem, and why none can.
 
     float32                                    -> "warptile" (SIMT, reads any strides)
-    float16/bfloat16 on compute capability 9.0 -> "wgmma" (TMA + wgmma) when the binary holds sm_90a
-                                                  code (asked of it: wgmma_code_present; the CPU
-                                                  executor: its sm90a_code setting) and both operands
-                                                  are K-contiguous
+    float16/bfloat16 on compute capability 9.0 -> "wgmma_v2" (128x256 tiles, TMA-store epilogue) when
+                                                  the binary holds sm_90a code (asked of it:
+                                                  wgmma_code_present; the CPU executor: its sm90a_code
+                                                  setting), both operands are K-contiguous and N is a
+                                                  multiple of 8 (the TMA store); "wgmma" (its previous
+                                                  step) when only N is ragged
     float16/bfloat16 otherwise                 -> "mma_sync" (tensor cores, compute capability 8.0+)
 
 The GEMM ops (cuda_backend.py) and the 1x1 convolutions run as GEMMs (cuda_conv.py) both choose
@@ -21,10 +23,12 @@ from .. import _extension, emulator
 
 # The kernel each dtype runs (csrc/kernel_registry.cpp lists them all; the bench times each as
 # "cuda:<name>"). fp32: the top step of the SIMT ladder; fp16/bf16: the mma.sync tensor-core kernel,
-# or on compute capability 9.0 with an sm_90a build and K-contiguous operands, the wgmma/TMA kernel.
-# None of these choices has been measured on a GPU yet: the order is the design's, not a timing's.
+# or on compute capability 9.0 with an sm_90a build and K-contiguous operands, the newest step of the
+# wgmma ladder that can serve. None of these choices has been measured on a GPU yet: the order is the
+# design's and the public record's (each step of fast.cu's ladder was faster on H100), not a timing's;
+# "auto" times them against cuBLAS before using them.
 GEMM_KERNEL = {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
-HOPPER_KERNEL = "wgmma"
+HOPPER_KERNELS = ("wgmma_v2", "wgmma")  # newest first
 TENSOR_CORE_CAPABILITY = (8, 0)  # mma.sync with bf16 and ldmatrix/cp.async: Ampere and newer
 
 
@@ -58,6 +62,18 @@ def wgmma_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
     return None
 
 
+def wgmma_v2_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """Why wgmma_v2 cannot serve this problem, or None. Mirrors csrc/kernels/bmm_args.h: wgmma's operand
+    rules, and an output the TMA store can write (rows of a multiple of 16 bytes: N % 8 == 0; the
+    output is allocated contiguous and aligned by the op)."""
+    why = wgmma_unsupported_reason(a3, b3)
+    if why is None and (b3.shape[2] * a3.element_size()) % 16:
+        why = "the TMA-store epilogue needs output rows of a multiple of 16 bytes (N a multiple of 8)"
+    return why
+
+
+HOPPER_REASONS = {"wgmma_v2": wgmma_v2_unsupported_reason, "wgmma": wgmma_unsupported_reason}
+
 _wgmma_code: dict[int, bool] = {}  # CUDA device index -> whether the loaded code holds the wgmma kernels
 
 
@@ -81,8 +97,10 @@ def gemm_kernel_for(a3: torch.Tensor, b3: torch.Tensor) -> str:
     """The registry kernel that runs this (batch, M, K) @ (batch, K, N) problem."""
     if a3.dtype == torch.float32:
         return GEMM_KERNEL[a3.dtype]
-    if device_capability(a3) == (9, 0) and wgmma_code_present(a3) and wgmma_unsupported_reason(a3, b3) is None:
-        return HOPPER_KERNEL
+    if device_capability(a3) == (9, 0) and wgmma_code_present(a3):
+        for kernel in HOPPER_KERNELS:
+            if HOPPER_REASONS[kernel](a3, b3) is None:
+                return kernel
     return GEMM_KERNEL[a3.dtype]
 
 

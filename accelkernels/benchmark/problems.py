@@ -56,6 +56,17 @@ def bytes_moved(case: Case, mode: str, dtype: torch.dtype) -> float:
     return float(per_mode * torch.empty((), dtype=dtype).element_size())
 
 
+def separate_pass_bound(case: Case, dtype: torch.dtype, tflops: float, tbps: float) -> dict[str, float]:
+    """Roofline times (ms) of a GEMM case's forward and of a separate elementwise pass over its output
+    (read and write C once: what cuBLAS followed by F.gelu pays), on a card of ``tflops`` and ``tbps``;
+    ``share`` = pass / GEMM, and ``fused_bound`` = (GEMM + pass) / GEMM, the most a GEMM that fuses the
+    pass into its epilogue can gain over the two (at equal GEMM speed)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    gemm_ms = max(forward_flops(case) / (tflops * 1e12), bytes_moved(case, "fwd", dtype) / (tbps * 1e12)) * 1e3
+    pass_ms = 2 * _tensor_elements(case)[2] * size / (tbps * 1e12) * 1e3
+    return {"gemm_ms": gemm_ms, "pass_ms": pass_ms, "share": pass_ms / gemm_ms, "fused_bound": 1 + pass_ms / gemm_ms}
+
+
 def throughput_unit(case: Case) -> tuple[float, str]:
     """Work items per call, for the article's throughput: images for conv, rows (tokens) for GEMMs."""
     return (float(case.dims["batch"]), "images/s") if case.op == "conv2d" else (float(case.dims["m"]), "rows/s")

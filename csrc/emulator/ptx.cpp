@@ -1,10 +1,13 @@
 // The PTX templates of csrc/kernels/, parsed once per asm statement and interpreted: cp.async
-// (zero-fill, groups, wait_group), ldmatrix (x4, .trans), mma.sync m16n8k16 (f16/bf16 -> f32),
-// mbarrier (init, arrive, expect_tx, try_wait.parity), selp, the fences, TMA tile loads
-// (cp.async.bulk.tensor.3d with complete_tx) and wgmma (fence, mma_async m64n128k16 from SW128
-// K-major descriptors, commit_group, wait_group). Semantics and sources: ../shared/EMULATION.md §1.
+// (zero-fill, groups, wait_group), ldmatrix (x4, .trans), stmatrix (x4), mma.sync m16n8k16
+// (f16/bf16 -> f32), mbarrier (init, arrive, expect_tx, try_wait.parity), selp, the fences, named
+// barriers (bar.sync), TMA tile loads (cp.async.bulk.tensor.3d with complete_tx) and stores (bulk
+// groups, wait_group[.read]), setmaxnreg, and wgmma (fence, mma_async m64n128k16 / m64n256k16 from
+// SW128 K-major descriptors, commit_group, wait_group, groups chained in flight). Semantics and
+// sources: ../shared/EMULATION.md §1 and the comments at each handler.
 // A template with an instruction that is not handled here is an error naming it (the build's
 // rewriter refuses it first: accelkernels/emulator/rewrite.py KNOWN_PTX).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -100,6 +103,7 @@ const std::map<std::string, std::string>& forms() {
       {"cp.async.wait_group", "X"},
       {"ldmatrix.sync.aligned.m8n8.x4.shared.b16", "VA"},
       {"ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", "VA"},
+      {"stmatrix.sync.aligned.m8n8.x4.shared.b16", "AV"},
       {"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "VVVV"},
       {"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "VVVV"},
       {"mbarrier.init.shared::cta.b64", "AX"},
@@ -110,9 +114,18 @@ const std::map<std::string, std::string>& forms() {
       {"fence.mbarrier_init.release.cluster", ""},
       {"fence.proxy.async.shared::cta", ""},
       {"cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes", "ATA"},
+      {"cp.async.bulk.tensor.3d.global.shared::cta.bulk_group", "TA"},
+      {"cp.async.bulk.commit_group", ""},
+      {"cp.async.bulk.wait_group", "X"},
+      {"cp.async.bulk.wait_group.read", "X"},
+      {"bar.sync", "XX"},
+      {"setmaxnreg.inc.sync.aligned.u32", "X"},
+      {"setmaxnreg.dec.sync.aligned.u32", "X"},
       {"wgmma.fence.sync.aligned", ""},
       {"wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16", "VSSXIIII"},
       {"wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", "VSSXIIII"},
+      {"wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16", "VSSXIIII"},
+      {"wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16", "VSSXIIII"},
       {"wgmma.commit_group.sync.aligned", ""},
       {"wgmma.wait_group.sync.aligned", "X"},
   };
@@ -248,6 +261,79 @@ void ldmatrix(const Instr& in, const Regs& r, bool trans, const std::string& whe
       }
     }
   });
+}
+
+// stmatrix.sync.aligned.m8n8.x4.shared.b16 [addr], {r0, r1, r2, r3} (PTX 9.7.16.5.16): the inverse of
+// ldmatrix without .trans: lane l gives the address of row l%8 of matrix l/8 (16 bytes, aligned);
+// register j of lane l holds row l/4, columns 2(l%4) and 2(l%4)+1 of matrix j, low half first.
+void stmatrix(const Instr& in, const Regs& r, const std::string& where) {
+  LaneOps mine{&r, &in};
+  rendezvous(32, &in, where, &mine, [&](const std::vector<Fiber*>& lanes) {
+    if (lanes.size() != 32) fail("stmatrix", "needs a full warp");
+    uint16_t mat[4][8][8];
+    for (int l = 0; l < 32; ++l) {
+      auto* lo = static_cast<LaneOps*>(lanes[l]->coll_payload);
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t v = static_cast<uint32_t>(lo->regs->get(lo->instr->args[1].slots[j]));
+        mat[j][l >> 2][2 * (l & 3)] = static_cast<uint16_t>(v & 0xFFFF);
+        mat[j][l >> 2][2 * (l & 3) + 1] = static_cast<uint16_t>(v >> 16);
+      }
+    }
+    for (int l = 0; l < 32; ++l) {
+      auto* lo = static_cast<LaneOps*>(lanes[l]->coll_payload);
+      const uint32_t addr = static_cast<uint32_t>(lo->regs->val(lo->instr->args[0]));
+      uint8_t* row = shared_ptr(addr, 16, 16, "stmatrix row");
+      if (overlaps_mbarrier(addr, 16)) fail("stmatrix over a live mbarrier", "row address " + hexs(addr));
+      shadow_write(addr, 16, lanes[l]->tid, lanes[l]->vc, "stmatrix", -1);
+      std::memcpy(row, mat[l >> 3][l & 7], 16);
+    }
+  });
+}
+
+// setmaxnreg.{inc,dec}.sync.aligned.u32 N (PTX 9.7.19.5): the warpgroup's per-thread register maximum
+// becomes N (24..256, a multiple of 8); .dec returns the difference to the block's pool, .inc takes it
+// from the pool and waits until the pool holds it (the SASS: USETMAXREG.TRY_ALLOC.CTAPOOL in a loop),
+// so a split that does not add up never completes (a deadlock report). .inc below or .dec above the
+// current count is an error.
+void setmaxnreg(const Instr& in, const Regs& r, bool inc, const std::string& where) {
+  const int64_t want = static_cast<int64_t>(r.val(in.args[0]));
+  rendezvous(128, &in, where, nullptr, [&](const std::vector<Fiber*>& lanes) {
+    Block& b = block();
+    if (lanes.size() != 128) fail("setmaxnreg misuse", "needs a full warpgroup (.sync.aligned)");
+    const int wg = lanes[0]->tid / 128;
+    if (want < 24 || want > 256 || want % 8 != 0)
+      fail("setmaxnreg misuse", "register count " + std::to_string(want) + " is not a multiple of 8 in 24..256");
+    int& cur = b.wg_regs.try_emplace(wg, b.regs_at_entry).first->second;
+    if (inc && want < cur)
+      fail("setmaxnreg misuse", ".inc to " + std::to_string(want) + " below the current " + std::to_string(cur));
+    if (!inc && want > cur)
+      fail("setmaxnreg misuse", ".dec to " + std::to_string(want) + " above the current " + std::to_string(cur));
+    if (!inc) {
+      b.reg_pool_free += (cur - want) * 128;
+      cur = static_cast<int>(want);
+      wake_register_waiters();
+    } else {
+      b.wg_reg_request[wg] = static_cast<int>(want);
+    }
+  });
+  if (!inc) return;
+  Block& b = block();
+  const int wg = fiber().tid / 128;
+  while (true) {
+    auto req = b.wg_reg_request.find(wg);
+    if (req == b.wg_reg_request.end()) return;  // granted (to this warpgroup's first thread to look)
+    int& cur = b.wg_regs[wg];
+    const int64_t need = static_cast<int64_t>(req->second - cur) * 128;
+    if (need <= b.reg_pool_free) {
+      b.reg_pool_free -= need;
+      cur = req->second;
+      b.wg_reg_request.erase(req);
+      return;
+    }
+    yield_blocked(State::kRegWait, "setmaxnreg.inc to " + std::to_string(req->second) + " at " + where +
+                                       ": the warpgroup needs " + std::to_string(need) + " registers, the block's pool has " +
+                                       std::to_string(b.reg_pool_free));
+  }
 }
 
 void mma_16816(const Instr& in, const Regs& r, bool bf16, const std::string& where) {
@@ -444,6 +530,85 @@ void tma_load(const Instr& in, const Regs& r) {
   b.tma.push_back(std::move(t));
 }
 
+// cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [map, {c0, c1, c2}], [src] (PTX 9.7.9.25.5.2):
+// the box at the coordinates is written from shared memory in the map's image (dense, dim 0 fastest,
+// 128B swizzle); elements outside the tensor are not written. The async proxy reads `src`: every
+// generic-proxy write to it (stmatrix) must be ordered before the issue (a barrier) and followed by a
+// fence.proxy.async of its writer before that barrier (PTX 9.7.13.5: async proxy), else the copy
+// engine may read stale bytes. The read is an agent of its own; cp.async.bulk.wait_group[.read]
+// orders it before the issuer's later accesses (and, through barriers, everyone's).
+void check_proxy_fenced(uint32_t addr, size_t bytes, const Fiber& issuer) {
+  Block& b = block();
+  for (uint32_t g = addr / 16; g <= (addr + bytes - 1) / 16; ++g) {
+    const Granule& s = b.shadow[g];
+    if (s.writer < 0 || s.writer >= b.nthreads) continue;  // unwritten, or written by the async proxy itself
+    const auto& fences = b.fibers[s.writer]->proxy_fences;
+    const auto f = std::lower_bound(fences.begin(), fences.end(), s.wclock);
+    if (f == fences.end() || issuer.vc[s.writer] <= *f)
+      fail("generic-proxy write not fenced before an async-proxy read",
+           "a TMA store reads shared " + hexs(g * 16) + ", written by thread " + std::to_string(s.writer) +
+               " with no fence.proxy.async.shared::cta after that write ordered before the store's issue");
+  }
+}
+
+void tma_store(const Instr& in, const Regs& r) {
+  Block& b = block();
+  Fiber& f = fiber();
+  const uint64_t map_addr = r.get(in.args[0].slot);
+  const uint32_t src = static_cast<uint32_t>(r.val(in.args[1]));
+  if (map_addr % 64 != 0) fail("misaligned tensor map", "CUtensorMap at " + hexs(map_addr) + " is not 64-byte aligned");
+  TensorMapFields tm;
+  std::string why;
+  if (!decode_tensor_map(reinterpret_cast<const void*>(map_addr), &tm, &why)) fail("invalid tensor map", why);
+  if (tm.rank != static_cast<int>(in.args[0].slots.size()))
+    fail("TMA rank mismatch", "a " + std::to_string(in.args[0].slots.size()) + "-D store with a rank-" + std::to_string(tm.rank) + " map");
+  const size_t align = tm.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 1024 : 128;
+  size_t box_elems = 1;
+  for (int d = 0; d < tm.rank; ++d) box_elems *= tm.box[d];
+  const size_t bytes = box_elems * tm.esize;
+  shared_ptr(src, bytes, align, "TMA store source");
+  if (overlaps_mbarrier(src, bytes)) fail("TMA store of a live mbarrier", "source " + hexs(src));
+  const int slot = b.store_next_agent++ % kStoreAgents;
+  const int agent = b.nthreads + kTmaAgents + slot;
+  const uint32_t clock = ++b.store_clock[slot];
+  VC vc = f.vc;
+  vc[agent] = clock;
+  // First the ordering of the writes before the issue (a race otherwise), then their proxy fences.
+  shadow_read(src, bytes, agent, vc, "TMA store (cp.async.bulk.tensor global.shared::cta)");
+  check_proxy_fenced(src, bytes, f);
+  int64_t coord[3] = {};
+  for (int d = 0; d < tm.rank; ++d) coord[d] = static_cast<int32_t>(static_cast<uint32_t>(r.get(in.args[0].slots[d])));
+  for (uint32_t i2 = 0; i2 < (tm.rank > 2 ? tm.box[2] : 1); ++i2)
+    for (uint32_t i1 = 0; i1 < (tm.rank > 1 ? tm.box[1] : 1); ++i1)
+      for (uint32_t i0 = 0; i0 < tm.box[0]; ++i0) {
+        const int64_t g[3] = {coord[0] + i0, coord[1] + i1, coord[2] + i2};
+        bool inside = true;
+        for (int d = 0; d < tm.rank; ++d) inside = inside && g[d] >= 0 && g[d] < static_cast<int64_t>(tm.dims[d]);
+        if (!inside) continue;  // clipped
+        uint32_t a = src + static_cast<uint32_t>(((i2 * (tm.rank > 1 ? tm.box[1] : 1) + i1) * tm.box[0] + i0) * tm.esize);
+        if (tm.swizzle == CU_TENSOR_MAP_SWIZZLE_128B) a ^= ((a >> 7) & 7) << 4;
+        uint64_t off = g[0] * tm.esize;
+        for (int d = 1; d < tm.rank; ++d) off += g[d] * tm.strides[d - 1];
+        uint8_t* dst = static_cast<uint8_t*>(const_cast<void*>(tm.address)) + off;
+        if (!global_writable(dst, tm.esize))
+          fail("out-of-bounds global access", "a TMA store writes " + hexs(reinterpret_cast<uintptr_t>(dst)) +
+                                                  ", outside every output passed to the launch (tensor map dims/strides)");
+        std::memcpy(dst, b.arena + a, tm.esize);
+      }
+  f.bulk_uncommitted.push_back(BulkStore{agent, clock});
+  f.vc[f.tid] += 1;
+}
+
+// cp.async.bulk.wait_group[.read] N: until at most N of this thread's committed bulk groups are pending.
+// (Global writes land at the issue here; .read and the full wait differ only on a GPU.)
+void bulk_wait(int64_t n) {
+  Fiber& f = fiber();
+  while (static_cast<int64_t>(f.bulk_groups.size()) > n) {
+    for (const BulkStore& st : f.bulk_groups.front()) f.vc[st.agent] = std::max(f.vc[st.agent], st.clock);
+    f.bulk_groups.pop_front();
+  }
+}
+
 // ---- wgmma (warpgroup collectives) -----------------------------------------------------------------
 
 // Element (row, k) of a K-major 128B-swizzled operand: 128-byte rows, 8-row atoms SBO apart, the
@@ -468,10 +633,11 @@ void check_descriptor(uint64_t desc, const char* which) {
 void wgmma_retire(WgmmaOp& op, int agent, const VC& vc) {
   check_descriptor(op.desc_a, "A");
   check_descriptor(op.desc_b, "B");
-  // The shared bytes this op reads, for the race checks: 64 rows of A and 128 rows of B, 32 bytes each.
+  const int n = op.n, per_thread = n / 2;
+  // The shared bytes this op reads, for the race checks: 64 rows of A and N rows of B, 32 bytes each.
   for (int which = 0; which < 2; ++which) {
     const uint64_t desc = which ? op.desc_b : op.desc_a;
-    const int rows = which ? 128 : 64;
+    const int rows = which ? n : 64;
     const uint32_t start = static_cast<uint32_t>((desc & 0x3FFF) << 4);
     const uint32_t sbo = static_cast<uint32_t>(((desc >> 32) & 0x3FFF) << 4);
     for (int row = 0; row < rows; ++row)
@@ -482,36 +648,47 @@ void wgmma_retire(WgmmaOp& op, int agent, const VC& vc) {
         shadow_read(phys, 16, agent, vc, "wgmma.mma_async (retired by wgmma.wait_group)");
       }
   }
-  static thread_local float A[64][16], B[128][16];
+  static thread_local float A[64][16], B[256][16];
   for (int m = 0; m < 64; ++m)
     for (int k = 0; k < 16; ++k) A[m][k] = smem_operand(op.desc_a, m, k, op.bf16, "wgmma A operand");
-  for (int n = 0; n < 128; ++n)
-    for (int k = 0; k < 16; ++k) B[n][k] = smem_operand(op.desc_b, n, k, op.bf16, "wgmma B operand");
-  if (!op.chained)
-    for (int t = 0; t < 128; ++t)
-      for (int i = 0; i < 64; ++i) *op.regs[t * 64 + i] = op.saved[t * 64 + i];
+  for (int r = 0; r < n; ++r)
+    for (int k = 0; k < 16; ++k) B[r][k] = smem_operand(op.desc_b, r, k, op.bf16, "wgmma B operand");
+  Block& b = block();
+  auto chain = b.wg_chains.find(op.regs[0]);
+  if (chain == b.wg_chains.end()) fail("wgmma", "internal: an op retired without its accumulator chain");
+  std::vector<float>& value = chain->second.value;
   for (int t = 0; t < 128; ++t) {
     const int w = t / 32, g = (t % 32) / 4, c = t % 4;
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < n / 8; ++j)
       for (int e = 0; e < 4; ++e) {
-        const int m = 16 * w + g + (e >> 1) * 8, n = 8 * j + 2 * c + (e & 1);
-        double acc = op.scale_d ? *op.regs[t * 64 + 4 * j + e] : 0.0;
-        for (int k = 0; k < 16; ++k) acc += static_cast<double>(A[m][k]) * B[n][k];
-        *op.regs[t * 64 + 4 * j + e] = static_cast<float>(acc);
+        const int m = 16 * w + g + (e >> 1) * 8, col = 8 * j + 2 * c + (e & 1);
+        float& acc_reg = value[t * per_thread + 4 * j + e];
+        double acc = op.scale_d ? acc_reg : 0.0;
+        for (int k = 0; k < 16; ++k) acc += static_cast<double>(A[m][k]) * B[col][k];
+        acc_reg = static_cast<float>(acc);
       }
+  }
+  if (--chain->second.inflight == 0) {  // the last op in flight on these registers: they hold the result now
+    for (size_t i = 0; i < chain->second.regs.size(); ++i) *chain->second.regs[i] = value[i];
+    b.wg_chains.erase(chain);
   }
 }
 
-void wgmma_mma(const Instr& in, const Regs& r, bool bf16, const std::string& where) {
+void wgmma_mma(const Instr& in, const Regs& r, bool bf16, int n, const std::string& where) {
   LaneOps mine{&r, &in};
   rendezvous(128, &in, where, &mine, [&](const std::vector<Fiber*>& lanes) {
     Block& b = block();
     const int wg = lanes[0]->tid / 128;
     if (lanes.size() != 128) fail("wgmma", "needs a full warpgroup");
     if (!b.wg_fenced[wg]) fail("wgmma misuse", "wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
+    const int per_thread = n / 2;
     WgmmaOp op;
     op.bf16 = bf16;
+    op.n = n;
     auto* l0 = static_cast<LaneOps*>(lanes[0]->coll_payload);
+    if (static_cast<int>(l0->instr->args[0].slots.size()) != per_thread)
+      fail("wgmma misuse", "m64n" + std::to_string(n) + "k16 takes " + std::to_string(per_thread) +
+                               " accumulator registers, the template names " + std::to_string(l0->instr->args[0].slots.size()));
     op.desc_a = l0->regs->get(l0->instr->args[1].slot);
     op.desc_b = l0->regs->get(l0->instr->args[2].slot);
     const uint64_t scale = l0->regs->val(l0->instr->args[3]);
@@ -521,27 +698,32 @@ void wgmma_mma(const Instr& in, const Regs& r, bool bf16, const std::string& whe
       if ((i < 6 && v != 1) || (i >= 6 && v != 0))
         fail("unsupported wgmma", "imm-scale-a/b other than 1 or imm-trans-a/b other than 0 are not emulated");
     }
-    op.regs.resize(128 * 64);
+    op.regs.resize(128 * per_thread);
     for (int t = 0; t < 128; ++t) {
       auto* lo = static_cast<LaneOps*>(lanes[t]->coll_payload);
       if (lo->regs->get(lo->instr->args[1].slot) != op.desc_a || lo->regs->get(lo->instr->args[2].slot) != op.desc_b)
         fail("wgmma misuse", "the matrix descriptors differ between threads " + std::to_string(lanes[0]->tid) + " and " +
                                  std::to_string(lanes[t]->tid) + " of the warpgroup");
-      for (int i = 0; i < 64; ++i) op.regs[t * 64 + i] = static_cast<float*>(lo->regs->ops[lo->instr->args[0].slots[i]].where);
+      for (int i = 0; i < per_thread; ++i)
+        op.regs[t * per_thread + i] = static_cast<float*>(lo->regs->ops[lo->instr->args[0].slots[i]].where);
     }
-    // Chained accumulation: the registers already belong to an in-flight wgmma of this warpgroup.
-    op.chained = false;
-    auto same = [&](const std::vector<WgmmaOp>& ops) {
-      for (const auto& o : ops) if (o.regs[0] == op.regs[0]) return true;
-      return false;
-    };
-    if (same(b.wg_uncommitted[wg])) op.chained = true;
-    for (const auto& g : b.wg_groups[wg]) if (same(g)) op.chained = true;
-    if (!op.chained) {
-      op.saved.resize(128 * 64);
-      for (int i = 0; i < 128 * 64; ++i) op.saved[i] = *op.regs[i];
+    // A new chain starts from the registers' values; an op on registers that an in-flight wgmma of this
+    // warpgroup accumulates into continues that chain (same shape, same registers: PTX allows such
+    // accumulator chains without a wait or fence in between).
+    auto chain = b.wg_chains.find(op.regs[0]);
+    if (chain == b.wg_chains.end()) {
+      WgmmaChain c;
+      c.regs = op.regs;
+      c.n = n;
+      c.value.resize(op.regs.size());
+      for (size_t i = 0; i < op.regs.size(); ++i) c.value[i] = *op.regs[i];
+      chain = b.wg_chains.emplace(op.regs[0], std::move(c)).first;
+    } else if (chain->second.n != n || chain->second.regs != op.regs) {
+      fail("wgmma misuse", "a wgmma.mma_async accumulates into registers of an in-flight wgmma of another shape or "
+                           "register set; wait for it (wgmma.wait_group) first");
     }
-    // Until the group retires the accumulators are undefined: poison them, so a read before
+    chain->second.inflight += 1;
+    // Until the chain retires the accumulators are undefined: poison them, so a read before
     // wgmma.wait_group shows up as NaN.
     for (float* p : op.regs) *p = std::numeric_limits<float>::quiet_NaN();
     b.wg_uncommitted[wg].push_back(std::move(op));
@@ -624,6 +806,7 @@ void exec_ptx(const PtxProgram& prog, std::initializer_list<Operand> list) {
     else if (op == "cp.async.commit_group") { f.cp_groups.push_back(std::move(f.cp_uncommitted)); f.cp_uncommitted.clear(); }
     else if (op == "cp.async.wait_group") cp_async_wait(static_cast<int64_t>(r.val(in.args[0])));
     else if (op.rfind("ldmatrix.", 0) == 0) ldmatrix(in, r, op.find(".trans") != std::string::npos, where);
+    else if (op == "stmatrix.sync.aligned.m8n8.x4.shared.b16") stmatrix(in, r, where);
     else if (op.rfind("mma.sync.", 0) == 0) mma_16816(in, r, op.find("bf16") != std::string::npos, where);
     else if (op == "mbarrier.init.shared::cta.b64") mbar_init(static_cast<uint32_t>(r.val(in.args[0])), static_cast<int64_t>(r.val(in.args[1])));
     else if (op == "mbarrier.arrive.expect_tx.shared::cta.b64") {
@@ -644,11 +827,20 @@ void exec_ptx(const PtxProgram& prog, std::initializer_list<Operand> list) {
     } else if (op == "fence.mbarrier_init.release.cluster") {
       for (auto& [a, m] : block().mbarriers) if (m.init_tid == f.tid) m.fenced = true;
     } else if (op == "fence.proxy.async.shared::cta") {
-      // Orders this thread's generic-proxy shared accesses with the async proxy; the emulator's
-      // async engines read shared memory only at their completion points, so nothing to do.
-    } else if (op.rfind("cp.async.bulk.tensor.", 0) == 0) tma_load(in, r);
+      // Orders this thread's generic-proxy shared accesses with the async proxy: recorded, so that a
+      // TMA store can check each thread-written byte it reads was fenced by its writer (tma_store).
+      f.proxy_fences.push_back(f.vc[f.tid]);
+      f.vc[f.tid] += 1;
+    } else if (op == "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group") tma_store(in, r);
+    else if (op.rfind("cp.async.bulk.tensor.", 0) == 0) tma_load(in, r);
+    else if (op == "cp.async.bulk.commit_group") { f.bulk_groups.push_back(std::move(f.bulk_uncommitted)); f.bulk_uncommitted.clear(); }
+    else if (op == "cp.async.bulk.wait_group" || op == "cp.async.bulk.wait_group.read") bulk_wait(static_cast<int64_t>(r.val(in.args[0])));
+    else if (op == "bar.sync") named_barrier(static_cast<int>(r.val(in.args[0])), static_cast<int>(r.val(in.args[1])), where);
+    else if (op == "setmaxnreg.inc.sync.aligned.u32") setmaxnreg(in, r, true, where);
+    else if (op == "setmaxnreg.dec.sync.aligned.u32") setmaxnreg(in, r, false, where);
     else if (op == "wgmma.fence.sync.aligned") wgmma_sync_op(in, where, 0, 0);
-    else if (op.rfind("wgmma.mma_async.", 0) == 0) wgmma_mma(in, r, op.find("bf16") != std::string::npos, where);
+    else if (op.rfind("wgmma.mma_async.", 0) == 0)
+      wgmma_mma(in, r, op.find("bf16") != std::string::npos, op.find(".m64n256k16.") != std::string::npos ? 256 : 128, where);
     else if (op == "wgmma.commit_group.sync.aligned") wgmma_sync_op(in, where, 1, 0);
     else if (op == "wgmma.wait_group.sync.aligned") wgmma_sync_op(in, where, 2, static_cast<int64_t>(r.val(in.args[0])));
     else bad_template(prog.where, prog.text, "instruction '" + op + "' has no handler");

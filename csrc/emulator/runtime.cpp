@@ -99,6 +99,9 @@ std::string deadlock_report(const Block& b) {
     if (f->state != State::kDone) items.emplace_back(f->tid, f->blocked_on.empty() ? "?" : f->blocked_on);
   std::ostringstream os;
   os << "every live thread is blocked and nothing is in flight:" << summarize(items);
+  if (!b.wg_reg_request.empty())
+    os << "\n  registers: " << b.reg_pool_free << " free in the block's pool (" << b.regs_at_entry
+       << " per thread at launch)";
   for (const auto& [addr, m] : b.mbarriers) {
     if (!m.live) continue;
     os << "\n  mbarrier at shared 0x" << std::hex << addr << std::dec << ": phase " << m.phase << ", pending "
@@ -295,7 +298,8 @@ bool overlaps_mbarrier(uint32_t addr, size_t bytes) {
 namespace {
 std::string agent_name(const Block& b, int agent) {
   if (agent < b.nthreads) return "thread " + std::to_string(agent);
-  return "the TMA engine (slot " + std::to_string(agent - b.nthreads) + ")";
+  if (agent < b.nthreads + kTmaAgents) return "the TMA engine (slot " + std::to_string(agent - b.nthreads) + ")";
+  return "a TMA store (slot " + std::to_string(agent - b.nthreads - kTmaAgents) + ")";
 }
 std::string hex(uint32_t a) {
   std::ostringstream os;
@@ -395,6 +399,15 @@ bool global_readable(const void* p, size_t bytes, std::string* which) {
   return false;
 }
 
+bool global_writable(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_globals_mutex);
+  if (g_globals.empty()) return true;
+  const auto* q = static_cast<const uint8_t*>(p);
+  for (const auto& g : g_globals)
+    if (g.writable && q >= g.begin && q + bytes <= g.begin + g.bytes) return true;
+  return false;
+}
+
 bool function_smem_limit(const void* function, size_t* limit) {
   std::lock_guard<std::mutex> lock(g_globals_mutex);
   auto it = g_smem_limits.find(function);
@@ -459,6 +472,12 @@ void run_block(const LaunchSpec& spec, uint3 idx, int nthreads, uint64_t seed, b
   b.window = capacity;
   b.shadow.resize(capacity / 16 + 1);
   b.rng = seed;
+  // Registers per thread at launch: the most a kernel of this size can have (65536 per SM in steps of
+  // 8 per thread, at most 256: what __launch_bounds__(threads, 1) gives), all allocated, none free.
+  // setmaxnreg moves registers within this pool (the SASS says CTAPOOL).
+  const int warp_threads = (nthreads + 31) / 32 * 32;
+  b.regs_at_entry = std::min(256, 65536 / warp_threads / 8 * 8);
+  b.reg_pool_free = 0;
   g_block = &b;
 
   std::vector<int> order(nthreads);
@@ -606,6 +625,49 @@ void run_launch(const LaunchSpec& spec, void (*body)(void*), void* closure) {
 void wake_mbarrier_waiters(uint32_t bar) {
   for (auto& f : block().fibers)
     if (f->state == State::kMbarWait && f->wait_bar == bar) f->state = State::kRunnable;
+}
+
+void wake_register_waiters() {
+  for (auto& f : block().fibers)
+    if (f->state == State::kRegWait) f->state = State::kRunnable;
+}
+
+// PTX bar.sync a, b (9.7.13.1): the barrier completes when b threads have arrived; b is a multiple of
+// the warp size; every arrival with a count must use the same count. Arrivals join their clocks.
+void named_barrier(int id, int count, const std::string& where) {
+  Block& b = block();
+  Fiber& f = fiber();
+  if (id < 0 || id > 15) fail("bar.sync misuse", where + ": barrier id " + std::to_string(id) + " outside 0..15");
+  if (count <= 0 || count % 32 != 0 || count > (b.nthreads + 31) / 32 * 32)
+    fail("bar.sync misuse", where + ": thread count " + std::to_string(count) +
+                                " is not a positive multiple of 32 up to the block's " + std::to_string(b.nthreads));
+  NamedBarrier& nb = b.named_barriers[id];
+  if (nb.arrived.empty()) {
+    nb.count = count;
+    nb.where = where;
+  } else if (nb.count != count) {
+    fail("bar.sync misuse", where + " arrives at barrier " + std::to_string(id) + " with count " + std::to_string(count) +
+                                " while thread " + std::to_string(nb.arrived.front()) + " arrived with count " +
+                                std::to_string(nb.count) + " at " + nb.where);
+  }
+  nb.arrived.push_back(f.tid);
+  if (static_cast<int>(nb.arrived.size()) == nb.count) {
+    VC m(b.agents(), 0);
+    for (int t : nb.arrived) join(m, b.fibers[t]->vc);
+    for (int t : nb.arrived) {
+      Fiber& g = *b.fibers[t];
+      g.vc = m;
+      g.vc[t] += 1;
+      if (&g != &f) {
+        g.state = State::kRunnable;
+        g.blocked_on.clear();
+      }
+    }
+    nb.arrived.clear();
+    return;
+  }
+  yield_blocked(State::kBarrier, "waiting at bar.sync " + std::to_string(id) + ", " + std::to_string(count) + " at " +
+                                     where + " (" + std::to_string(nb.arrived.size()) + " arrived)");
 }
 
 }  // namespace ak_emu

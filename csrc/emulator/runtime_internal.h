@@ -16,10 +16,11 @@
 
 namespace ak_emu {
 
-using VC = std::vector<uint32_t>;  // vector clock over the block's agents (threads, then TMA slots)
+using VC = std::vector<uint32_t>;  // vector clock over the block's agents (threads, TMA load slots, TMA store slots)
 constexpr int kTmaAgents = 16;     // TMA loads take agent slots round-robin (see Block::tma_agent)
+constexpr int kStoreAgents = 8;    // TMA stores' shared-memory reads take their own slots, round-robin
 
-enum class State { kRunnable, kBarrier, kCollective, kMbarWait, kDone, kFaulted };
+enum class State { kRunnable, kBarrier, kCollective, kMbarWait, kRegWait, kDone, kFaulted };
 
 struct CpCopy {  // one cp.async: 16 bytes, src_size of them from global memory
   uint32_t dst;
@@ -31,9 +32,24 @@ struct WgmmaOp {  // one wgmma.mma_async of a warpgroup, applied when its group 
   uint64_t desc_a, desc_b;
   bool scale_d;
   bool bf16;
-  std::vector<float*> regs;        // 128 lanes x 64 accumulator registers (the lanes' own frames)
-  std::vector<float> saved;        // their values when the chain started
-  bool chained;                    // continues the in-flight accumulation of the previous op
+  int n;                           // the shape's N (m64nNk16): N/2 accumulator registers per thread
+  std::vector<float*> regs;        // 128 lanes x N/2 accumulator registers (the lanes' own frames)
+};
+
+// The accumulators of in-flight wgmmas: the registers hold poison (reading them before wgmma.wait_group
+// is undefined) while the chain's true value lives here; it is written back when the last op in
+// flight on those registers retires. Ops chained on the same registers (no wait between them: one
+// group in flight while the next is issued) accumulate in issue order.
+struct WgmmaChain {
+  std::vector<float*> regs;
+  std::vector<float> value;
+  int n = 0;
+  int inflight = 0;
+};
+
+struct BulkStore {  // a TMA store whose shared-memory read is tracked as agent `agent` at `clock`
+  int agent;
+  uint32_t clock;
 };
 
 struct Fiber {
@@ -53,6 +69,11 @@ struct Fiber {
   std::deque<std::vector<CpCopy>> cp_groups;
   // mbarrier wait
   uint32_t wait_bar = 0;
+  // fence.proxy.async.shared::cta: this thread's clock at each (for the TMA stores' proxy check)
+  std::vector<uint32_t> proxy_fences;
+  // TMA stores (cp.async.bulk ... bulk_group): uncommitted, then committed groups oldest first
+  std::vector<BulkStore> bulk_uncommitted;
+  std::deque<std::vector<BulkStore>> bulk_groups;
 };
 
 struct Granule {  // shadow of 16 bytes of shared memory, for the accesses the PTX handlers see
@@ -84,6 +105,12 @@ struct TmaLoad {
   std::function<void()> land;  // copies the box, completes the transaction (ptx.cpp)
 };
 
+struct NamedBarrier {  // bar.sync id, count
+  int count = 0;
+  std::vector<int> arrived;
+  std::string where;
+};
+
 struct Block {
   const LaunchSpec* spec = nullptr;
   uint3 idx{};
@@ -107,9 +134,20 @@ struct Block {
   std::map<int, std::vector<WgmmaOp>> wg_uncommitted;
   std::map<int, std::deque<std::vector<WgmmaOp>>> wg_groups;
   std::map<int, bool> wg_fenced;  // a wgmma.fence since the warpgroup's last wgmma.wait_group
+  std::map<float*, WgmmaChain> wg_chains;  // keyed by the first accumulator register of lane 0
+  // TMA stores
+  int store_next_agent = 0;
+  uint32_t store_clock[kStoreAgents] = {};
+  // named barriers (bar.sync 1..15)
+  std::map<int, NamedBarrier> named_barriers;
+  // registers (setmaxnreg): per-thread count at launch, the block's free pool, each warpgroup's
+  // count and its pending .inc request
+  int regs_at_entry = 0;
+  int64_t reg_pool_free = 0;
+  std::map<int, int> wg_regs, wg_reg_request;
   std::string error;
   uint64_t rng = 0;
-  int agents() const { return nthreads + kTmaAgents; }
+  int agents() const { return nthreads + kTmaAgents + kStoreAgents; }
 };
 
 // The running block and fiber of this OS thread.
@@ -128,6 +166,9 @@ void yield_blocked(State why, const std::string& what);
 void rendezvous(int size, const void* site, const std::string& where, void* payload,
                 const std::function<void(const std::vector<Fiber*>&)>& exec);
 void wake_mbarrier_waiters(uint32_t bar);
+void wake_register_waiters();
+// bar.sync id, count: a barrier of `count` threads (whole warps) that need not be the whole block.
+void named_barrier(int id, int count, const std::string& where);
 
 // Shared memory: the byte at shared address `addr` (checked: inside the window, aligned).
 uint8_t* shared_ptr(uint32_t addr, size_t bytes, size_t align, const char* what);
@@ -140,6 +181,7 @@ void join(VC& into, const VC& from);
 
 // Global memory the host passed to the launch (register_global): whether [p, p+bytes) is inside.
 bool global_readable(const void* p, size_t bytes, std::string* which);
+bool global_writable(const void* p, size_t bytes);
 
 // cp.async completion (the issuing thread's wait_group), and the scheduler's TMA engine.
 void cp_async_land(Fiber& f, const std::vector<CpCopy>& group);

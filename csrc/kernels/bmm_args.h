@@ -48,6 +48,10 @@ void launch_bmm_mma_sync_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t s
 // K-contiguous (B as the N x K matrix) with 16-byte-multiple row and batch strides (wgmma_unsupported_reason).
 void launch_bmm_wgmma_f16(const BmmArgs<__half>& args, cudaStream_t stream);
 void launch_bmm_wgmma_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
+// The next step (bmm_wgmma_v2.cu): 128x256 tiles, one wgmma group in flight, setmaxnreg, a TMA-store
+// epilogue. The same operands as wgmma, and C rows of a multiple of 16 bytes (wgmma_v2_unsupported_reason).
+void launch_bmm_wgmma_v2_f16(const BmmArgs<__half>& args, cudaStream_t stream);
+void launch_bmm_wgmma_v2_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
 
 // Whether the code loaded for the current device holds the wgmma kernels' bodies. They exist only in
 // sm_90a code: a build with sm_80 (or plain sm_90) code for a 9.0 card compiles empty stubs in their
@@ -65,6 +69,16 @@ const char* wgmma_unsupported_reason(const BmmArgs<T>& p) {
   if (p.b_stride_k != 1 || !stride_ok(p.b_stride_n)) return "B must be K-contiguous (an N x K matrix) with rows 16-byte aligned";
   if (p.batch > 1 && (!stride_ok(p.a_stride_batch) || !stride_ok(p.b_stride_batch)))
     return "batches must be 16-byte-aligned and not broadcast (stride 0)";
+  return nullptr;
+}
+
+// Why wgmma_v2 cannot serve this problem (nullptr when it can): wgmma's operand rules, and a C that
+// TMA can store (a (batch, M, N) map needs rows and batches of a multiple of 16 bytes, an aligned base).
+template <typename T>
+const char* wgmma_v2_unsupported_reason(const BmmArgs<T>& p) {
+  if (const char* why = wgmma_unsupported_reason(p)) return why;
+  if (reinterpret_cast<uintptr_t>(p.c) % 16 != 0 || (p.n * 2) % 16 != 0)
+    return "the TMA-store epilogue needs output rows of a multiple of 16 bytes (N a multiple of 8)";
   return nullptr;
 }
 

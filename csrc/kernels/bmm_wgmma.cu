@@ -16,17 +16,12 @@
 // B K-contiguous (B as the N x K matrix — a linear layer's weight), rows and batch strides multiples
 // of 16 bytes, no broadcast batch, 16-byte-aligned bases. Compiled only for sm_90a; the sm_80 build
 // holds an empty stub that the host never launches (it checks for compute capability 9.0).
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include <algorithm>
-#include <stdexcept>
-#include <string>
 #include <type_traits>
 
 #include "bmm_args.h"
 #include "epilogue.cuh"
-#include "wgmma_gate.cuh"
+#include "hopper_tma.cuh"
 
 namespace accelkernels {
 namespace {
@@ -38,48 +33,11 @@ constexpr int kStageBytes = 2 * kTileBytes;
 constexpr int kSmemBytes = kStages * kStageBytes + 2048;  // + up to 1008 B of alignment, + the mbarriers
 [[maybe_unused]] constexpr int kGroupM = 8;  // tile-rows per group of the persistent walk (L2 reuse of B panels)
 static_assert(BM == BN && BK * 2 == 128, "one 128-byte swizzle row per tile row");
+constexpr const char* kWho = "accelkernels wgmma";
 
 
 #ifdef AK_WGMMA_ENABLED
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes));
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)));
-}
-// Returns once the phase of parity `parity` has completed (parity 1 before any phase: at once).
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
-  unsigned done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  }
-}
-
-__device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, int k, int row, int batch, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], "
-      "[%2];\n" ::"r"(smem_addr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(k), "r"(row), "r"(batch)
-      : "memory");
-}
-
-// wgmma matrix descriptor of a K-major tile in the 128-byte swizzle layout TMA wrote: rows of 128 B,
-// 8-row atoms 1024 B apart (the stride byte offset); the leading byte offset is unused for it.
-__device__ __forceinline__ uint64_t matrix_descriptor(const void* tile) {
-  const uint64_t addr = smem_addr(tile);
-  return ((addr & 0x3FFFF) >> 4) | (uint64_t{16 >> 4} << 16) | (uint64_t{1024 >> 4} << 32) | (1ull << 62);
-}
+using namespace hopper;
 
 #define AK_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                  "+f"(d[i + 6]), "+f"(d[i + 7])
@@ -107,17 +65,6 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a
 }
 #undef AK_D8
 
-// Persistent walk: tile -> (batch, tile row, tile column), kGroupM tile-rows at a time.
-__device__ __forceinline__ void tile_coordinates(int64_t tile, int64_t tiles_m, int64_t tiles_n, int64_t& batch,
-                                                 int64_t& tm, int64_t& tn) {
-  batch = tile / (tiles_m * tiles_n);
-  const int64_t t = tile % (tiles_m * tiles_n);
-  const int64_t per_group = kGroupM * tiles_n;
-  const int64_t first_m = (t / per_group) * kGroupM;
-  const int64_t rows = std::min<int64_t>(tiles_m - first_m, kGroupM);
-  tm = first_m + (t % per_group) % rows;
-  tn = (t % per_group) / rows;
-}
 #endif  // AK_WGMMA_ENABLED
 
 template <typename T>
@@ -137,8 +84,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(&full[s], 1);              // the producer's arrive (with the TMA byte count)
       mbar_init(&empty[s], kConsumers);    // one arrive per consumer warpgroup
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    fence_barrier_init();
   }
   __syncthreads();
 
@@ -151,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     int64_t step = 0;  // K steps issued so far, over all tiles: stage = step % kStages
     for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
       int64_t b, tm, tn;
-      tile_coordinates(tile, tiles_m, tiles_n, b, tm, tn);
+      tile_coordinates(tile, tiles_m, tiles_n, kGroupM, b, tm, tn);
       for (int64_t kt = 0; kt < k_tiles; ++kt, ++step) {
         const int s = static_cast<int>(step % kStages);
         mbar_wait(&empty[s], static_cast<unsigned>(((step / kStages) & 1) ^ 1));
@@ -171,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   int64_t step = 0;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     int64_t b, tm, tn;
-    tile_coordinates(tile, tiles_m, tiles_n, b, tm, tn);
+    tile_coordinates(tile, tiles_m, tiles_n, kGroupM, b, tm, tn);
     float d[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) d[i] = 0.0f;
@@ -203,57 +149,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // AK_WGMMA_ENABLED
 }
 
-PFN_cuTensorMapEncodeTiled_v12000 encode_function() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult status{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &status) !=
-            cudaSuccess ||
-        status != cudaDriverEntryPointSuccess) {
-      ptr = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
-  }();
-  return fn;
-}
-
-// A 3-D (batch, rows, K) map of a K-contiguous operand, boxes of 128 rows x 64 K, 128-byte swizzle.
-template <typename T>
-CUtensorMap tensor_map(const T* base, int64_t rows, int64_t k, int64_t batch, int64_t row_stride,
-                       int64_t batch_stride) {
-  const auto encode = encode_function();
-  if (encode == nullptr) throw std::runtime_error("accelkernels wgmma: cuTensorMapEncodeTiled is unavailable");
-  CUtensorMap map{};
-  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(rows),
-                              static_cast<cuuint64_t>(batch)};
-  // A single matrix has no batch stride of its own: any 16-byte multiple will do.
-  const int64_t bstride = batch > 1 ? batch_stride : rows * row_stride;
-  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_stride * 2), static_cast<cuuint64_t>(bstride * 2)};
-  const cuuint32_t box[3] = {BK, BM, 1};
-  const cuuint32_t element_strides[3] = {1, 1, 1};
-  const auto type = std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const CUresult result = encode(&map, type, 3, const_cast<T*>(base), dims, strides, box, element_strides,
-                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (result != CUDA_SUCCESS) {
-    throw std::runtime_error("accelkernels wgmma: cuTensorMapEncodeTiled failed with CUresult " +
-                             std::to_string(static_cast<int>(result)));
-  }
-  return map;
-}
-
 template <typename T>
 void launch_wgmma(const BmmArgs<T>& p, cudaStream_t stream) {
   // K = 0: no TMA load is ever issued (no K tiles), but a map with a zero dimension is invalid
   // (cuTensorMapEncodeTiled refuses it; found by the CPU executor), so the maps say K = 1.
   const int64_t k = std::max<int64_t>(p.k, 1);
-  const CUtensorMap map_a = tensor_map(p.a, p.m, k, p.batch, p.a_stride_m, p.a_stride_batch);
-  const CUtensorMap map_b = tensor_map(p.b, p.n, k, p.batch, p.b_stride_n, p.b_stride_batch);
-  int device = 0, sms = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const CUtensorMap map_a = hopper::tensor_map(p.a, p.m, k, p.batch, p.a_stride_m, p.a_stride_batch, BM, BK, kWho);
+  const CUtensorMap map_b = hopper::tensor_map(p.b, p.n, k, p.batch, p.b_stride_n, p.b_stride_batch, BN, BK, kWho);
   const int64_t tiles = p.batch * ((p.m + BM - 1) / BM) * ((p.n + BN - 1) / BN);
-  const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(tiles, sms)));
+  const unsigned blocks = hopper::persistent_blocks(tiles);
   auto kernel = bmm_wgmma_kernel<T>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   kernel<<<blocks, kThreads, kSmemBytes, stream>>>(map_a, map_b, p);

@@ -1,0 +1,189 @@
+// What the Hopper (sm_90a) GEMM kernels share: the PTX wrappers for mbarriers, TMA loads and stores,
+// bulk-async groups, stmatrix, named barriers, register reconfiguration and wgmma matrix descriptors;
+// the persistent tile walk; and, on the host, the tensor-map encoder. One job: talking to Hopper's
+// asynchronous machinery. The kernels (bmm_wgmma.cu, bmm_wgmma_v2.cu) own their pipelines.
+//
+// Semantics and sources of every instruction: ../shared/EMULATION.md §1 and the PTX ISA; the CPU
+// executor (csrc/emulator/ptx.cpp) interprets these very templates.
+#pragma once
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "wgmma_gate.cuh"
+
+namespace accelkernels {
+namespace hopper {
+
+#ifdef AK_WGMMA_ENABLED
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// ---- mbarriers (PTX 9.7.13.15) ------------------------------------------------------------------
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes));
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)));
+}
+// Returns once the phase of parity `parity` has completed (parity 1 before any phase: at once).
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
+  unsigned done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  }
+}
+// After the inits: make them visible to the other threads and to the async proxy (TMA) before use.
+__device__ __forceinline__ void fence_barrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// ---- TMA (cp.async.bulk.tensor, PTX 9.7.9.25) ---------------------------------------------------
+// Load box (k, row, batch) of `map` into `dst`, completing `bar`'s transaction.
+__device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, int k, int row, int batch, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], "
+      "[%2];\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(k), "r"(row), "r"(batch)
+      : "memory");
+}
+// Store `src` as box (col, row, batch) of `map`; elements outside the tensor are not written (the
+// copy engine clips ragged edges). The store joins this thread's current bulk-async group.
+__device__ __forceinline__ void tma_store(const CUtensorMap* map, const void* src, int col, int row, int batch) {
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(smem_addr(src)), "r"(col), "r"(row), "r"(batch)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Until at most N of this thread's bulk groups still read their shared source (then it may be rewritten).
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+// Until at most N of this thread's bulk groups are incomplete (their global writes done).
+template <int N>
+__device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Orders this thread's generic-proxy shared writes (stmatrix, st.shared) before later async-proxy
+// reads of them (a TMA store): each writer fences, then a barrier, then one thread issues the store.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// ---- warp and warpgroup helpers -----------------------------------------------------------------
+// stmatrix x4 (PTX 9.7.16.5.16; the inverse of ldmatrix): lane l gives the address of row l%8 of
+// matrix l/8; register j of lane l holds row l/4, columns 2(l%4) and +1 of matrix j (low half first).
+__device__ __forceinline__ void stmatrix_x4(unsigned addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r0), "r"(r1),
+               "r"(r2), "r"(r3)
+               : "memory");
+}
+// Named barrier `id` (1..15; 0 is __syncthreads) among `count` threads, whole warps.
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+// Register reconfiguration (PTX 9.7.19.5): the whole warpgroup asks for a new per-thread maximum;
+// .dec returns registers to the block's pool, .inc waits until the pool holds what it asks for.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
+// ---- wgmma operands ------------------------------------------------------------------------------
+// wgmma matrix descriptor of a K-major tile in the 128-byte swizzle layout TMA wrote: rows of 128 B,
+// 8-row atoms 1024 B apart (the stride byte offset); the leading byte offset is unused for it.
+__device__ __forceinline__ uint64_t matrix_descriptor(const void* tile) {
+  const uint64_t addr = smem_addr(tile);
+  return ((addr & 0x3FFFF) >> 4) | (uint64_t{16 >> 4} << 16) | (uint64_t{1024 >> 4} << 32) | (1ull << 62);
+}
+
+// ---- the persistent walk -------------------------------------------------------------------------
+// tile -> (batch, tile row, tile column), `group_m` tile-rows at a time: consecutive tiles (the ones
+// the SMs run at the same moment) share a few A panels and a few B panels, which then stay in L2,
+// instead of one A panel against every B panel of the matrix (row-major order).
+__device__ __forceinline__ void tile_coordinates(int64_t tile, int64_t tiles_m, int64_t tiles_n, int group_m,
+                                                 int64_t& batch, int64_t& tm, int64_t& tn) {
+  batch = tile / (tiles_m * tiles_n);
+  const int64_t t = tile % (tiles_m * tiles_n);
+  const int64_t per_group = group_m * tiles_n;
+  const int64_t first_m = (t / per_group) * group_m;
+  const int64_t rows = std::min<int64_t>(tiles_m - first_m, group_m);
+  tm = first_m + (t % per_group) % rows;
+  tn = (t % per_group) / rows;
+}
+#endif  // AK_WGMMA_ENABLED
+
+// ---- host: tensor maps ---------------------------------------------------------------------------
+inline PFN_cuTensorMapEncodeTiled_v12000 encode_function() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &status) !=
+            cudaSuccess ||
+        status != cudaDriverEntryPointSuccess) {
+      ptr = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// A 3-D (batch, rows, cols) map of a 16-bit matrix contiguous along cols, boxes of box_rows x
+// box_cols (box_cols * 2 = 128 bytes: one swizzle row), 128-byte swizzle. `who` names the kernel.
+template <typename T>
+CUtensorMap tensor_map(const T* base, int64_t rows, int64_t cols, int64_t batch, int64_t row_stride,
+                       int64_t batch_stride, uint32_t box_rows, uint32_t box_cols, const char* who) {
+  static_assert(sizeof(T) == 2, "16-bit elements");
+  const auto encode = encode_function();
+  if (encode == nullptr) throw std::runtime_error(std::string(who) + ": cuTensorMapEncodeTiled is unavailable");
+  CUtensorMap map{};
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows),
+                              static_cast<cuuint64_t>(batch)};
+  // A single matrix has no batch stride of its own: any 16-byte multiple will do.
+  const int64_t bstride = batch > 1 ? batch_stride : rows * row_stride;
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_stride * 2), static_cast<cuuint64_t>(bstride * 2)};
+  const cuuint32_t box[3] = {box_cols, box_rows, 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const auto type = std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult result = encode(&map, type, 3, const_cast<T*>(base), dims, strides, box, element_strides,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS) {
+    throw std::runtime_error(std::string(who) + ": cuTensorMapEncodeTiled failed with CUresult " +
+                             std::to_string(static_cast<int>(result)));
+  }
+  return map;
+}
+
+// The persistent grid: one block per SM, never more blocks than tiles.
+inline unsigned persistent_blocks(int64_t tiles) {
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(tiles, sms)));
+}
+
+}  // namespace hopper
+}  // namespace accelkernels
