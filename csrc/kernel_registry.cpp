@@ -26,6 +26,9 @@ const std::vector<BmmKernel>& bmm_kernels() {
       {"wgmma_v2", "float16,bfloat16", "9.0a",
        "Hopper: 128x256 tiles, one wgmma group in flight, setmaxnreg 40/232, stmatrix + TMA-store epilogue",
        nullptr, &launch_bmm_wgmma_v2_f16, &launch_bmm_wgmma_v2_bf16, Operands::kTmaKMajorSm90TmaStore},
+      {"wgmma_cluster", "float16,bfloat16", "9.0a",
+       "Hopper: wgmma_v2 in 2-block clusters along M, the B tile multicast by TMA to both, cluster-wide stage release",
+       nullptr, &launch_bmm_wgmma_cluster_f16, &launch_bmm_wgmma_cluster_bf16, Operands::kTmaKMajorSm90TmaStore},
   };
   return kernels;
 }

@@ -91,7 +91,7 @@ def test_extension_build_info_and_registry():
     # the SIMT ladder in order, then the tensor-core kernels; then the conv2d kernels per pass
     gemm = [k["name"] for k in kernels if k["op"] == "cuda_bmm"]
     assert gemm == ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync",
-                    "wgmma", "wgmma_v2"]
+                    "wgmma", "wgmma_v2", "wgmma_cluster"]
     conv = {(k["op"], k["name"]) for k in kernels if k["op"] != "cuda_bmm"}
     assert conv == {("cuda_conv2d", "direct"), ("cuda_conv2d", "depthwise"), ("cuda_conv2d", "implicit_gemm"),
                     ("cuda_conv2d_input_grad", "direct"), ("cuda_conv2d_input_grad", "implicit_gemm"),
@@ -101,10 +101,11 @@ def test_extension_build_info_and_registry():
     by_name = {k["name"]: k for k in kernels}
     assert by_name["mma_sync"]["dtypes"] == "float16,bfloat16" and by_name["mma_sync"]["min_arch"] == "8.0"
     assert by_name["mma_sync"]["tensor_cores"] and not by_name["warptile"]["tensor_cores"]
-    for hopper in ("wgmma", "wgmma_v2"):
+    for hopper in ("wgmma", "wgmma_v2", "wgmma_cluster"):
         assert by_name[hopper]["min_arch"] == "9.0a" and by_name[hopper]["tensor_cores"]
         assert by_name[hopper]["dtypes"] == "float16,bfloat16"
-    assert all(k["dtypes"] == "float32" for k in kernels if k["name"] not in ("mma_sync", "wgmma", "wgmma_v2"))
+    assert all(k["dtypes"] == "float32" for k in kernels
+               if k["name"] not in ("mma_sync", "wgmma", "wgmma_v2", "wgmma_cluster"))
     # the kernel-level op has a CUDA implementation registered from C++
     for op in ("cuda_bmm", "cuda_conv2d", "cuda_conv2d_input_grad", "cuda_conv2d_weight_grad"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"accelkernels::{op}", "CUDA"), op
@@ -141,7 +142,7 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     elfs = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True, check=True).stdout
     arch_list = status.module.build_info()["arch_list"]
     sources = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "csrc" / "kernels").glob("*.cu"))
-    assert len(sources) == 12, sources
+    assert len(sources) == 13, sources
     for sm, arch in (("sm_80", "8.0"), ("sm_90a", "9.0a")):
         if arch in arch_list.split(","):
             for source in sources:
@@ -173,13 +174,17 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
         # wgmma_v2: m64n256k16; the consumers wait with one wgmma group outstanding; the register split
         # (40 for the producer, 232 for the consumers: 0x28, 0xe8) from the block's pool; the epilogue by
         # stmatrix and TMA stores
-        v2 = [body for name, body in functions.items() if "bmm_wgmma_v2_kernel" in name]
-        assert len(v2) == 2  # fp16, bf16
+        v2 = [body for name, body in functions.items() if "bmm_wgmma_v2_kernel" in name or "bmm_wgmma_cluster_kernel" in name]
+        assert len(v2) == 4  # (wgmma_v2, wgmma_cluster) x (fp16, bf16)
         for body in v2:
             assert "HGMMA.64x256x16.F32" in body and "UTMALDG.3D" in body
             assert re.search(r"WARPGROUP\.DEPBAR\.LE gsb0, 0x1\b", body)
             assert "USETMAXREG.DEALLOC.CTAPOOL 0x28" in body and re.search(r"USETMAXREG\.TRY_ALLOC\.CTAPOOL \S+, 0xe8", body)
             assert "STSM.16.M88.4" in body and "UTMASTG.3D" in body
+        # wgmma_cluster: B multicast by TMA, the cluster barrier, arrives on the peer's mbarriers
+        for body in (body for name, body in functions.items() if "bmm_wgmma_cluster_kernel" in name):
+            assert "UTMALDG.3D.MULTICAST" in body and "UCGABAR_ARV" in body and "UCGABAR_WAIT" in body
+            assert "SYNCS.ARRIVE.TRANS64.RED.A1T0" in body
     spills = [line for line in sass.splitlines() if re.search(r"\b(LDL|STL)\b", line)]
     assert not spills, f"local-memory traffic (register spills) in SASS: {spills[:3]}"
 

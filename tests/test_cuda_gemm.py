@@ -77,7 +77,8 @@ def test_each_dtype_has_a_kernel_in_the_registry():
     status = _extension.status()
     if status.loaded:
         names = {k["name"] for k in status.module.kernels()}
-        assert set(GEMM_KERNEL.values()) | {"wgmma", "wgmma_v2"} <= names and set(SIMT_LADDER) <= names
+        assert set(GEMM_KERNEL.values()) | {"wgmma", "wgmma_v2", "wgmma_cluster"} <= names
+        assert set(SIMT_LADDER) <= names
 
 
 # --- GPU -------------------------------------------------------------------------------------------
@@ -154,7 +155,11 @@ def test_mma_sync_against_float64(shape, dtype, layouts, activation):
 
 
 WGMMA_SHAPES = {"ragged_all": (1, 200, 136, 264), "odd_m_k": (1, 37, 72, 40), "batched": (3, 256, 512, 384),
-                "deep_k": (1, 136, 2056, 128)}
+                "deep_k": (1, 136, 2056, 128),
+                # (batch, M, K, N): more tiles than SMs (256 of 128x256), 9 K steps (not a multiple of the
+                # 4 stages): the persistent walk, the ring across tiles and staging reuse on the card
+                "many_tiles": (2, 2048, 576, 2048),
+                "exact": (1, 512, 512, 512)}  # nothing to clip
 
 
 @pytest.mark.parametrize("activation", [None, "gelu"], ids=str)
@@ -172,6 +177,7 @@ def test_wgmma_against_float64(shape, dtype, activation):
     _check_kernel("wgmma", a, b, bias, activation)
     if n % 8 == 0:
         _check_kernel("wgmma_v2", a, b, bias, activation)
+        _check_kernel("wgmma_cluster", a, b, bias, activation)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -219,15 +225,15 @@ def test_ptxas_report_is_kept_for_every_kernel_without_spills():
     rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith(("| bmm_", "| conv2d_"))]
     assert {r[0].strip() for r in rows} == {p.name for p in kernels.glob("*.cu")}
     assert all(r[5].strip() == "0" and r[6].strip() == "0" for r in rows), "spills in the ptxas report"
-    for step in (*SIMT_LADDER, "mma_sync", "wgmma", "wgmma_v2"):
+    for step in (*SIMT_LADDER, "mma_sync", "wgmma", "wgmma_v2", "wgmma_cluster"):
         assert f"bmm_{step}" in report, step
     for family in ("conv2d_direct_kernel", "conv2d_depthwise_kernel", "conv2d_implicit_gemm_kernel",
                    "conv2d_implicit_gemm_weight_grad_kernel"):
         assert family in report, family
     # wgmma_v2 starts with 168 registers per thread (65536 / 384 in steps of 8): the pool its setmaxnreg
     # split redistributes, and what the CPU executor assumes (csrc/emulator/runtime.cpp, regs_at_entry)
-    v2 = [r for r in rows if r[0].strip() == "bmm_wgmma_v2.cu" and r[2].strip() == "sm_90a"]
-    assert len(v2) == 2 and all(r[3].strip() == "168" for r in v2), v2
+    v2 = [r for r in rows if r[0].strip() in ("bmm_wgmma_v2.cu", "bmm_wgmma_cluster.cu") and r[2].strip() == "sm_90a"]
+    assert len(v2) == 4 and all(r[3].strip() == "168" for r in v2), v2
 
 
 @pytest.mark.parametrize(("dtype", "capability", "arch_list", "b_layout", "expected"), [

@@ -94,6 +94,7 @@ WGMMA_V2_CASES = {
     "batched": (2, 200, 136, 72, 2, "relu", True),        # 4 tiles over 2 blocks; 2 K tiles: one group in flight
     "one_k_tile": (1, 64, 8, 16, 3, "gelu", True),        # fewer tiles than SMs, a single K tile, N = 8
     "many_tiles": (3, 129, 520, 136, 2, "none", False),   # 18 tiles over 2 blocks, ragged M, N and K, no bias
+    "exact_tiles": (1, 256, 512, 64, 1, "relu", True),    # nothing to clip; one K tile, 4 tiles on one block
 }
 
 
@@ -111,20 +112,60 @@ def test_wgmma_v2_every_shape_class(emu, dtype, case):
         emu.configure(sm_count=2)
 
 
-def test_wgmma_v2_under_shuffled_thread_orders(emu):
-    """The ring, the in-flight group, the register split and the store epilogue under three shuffled
-    thread and TMA-completion orders (seeds): the same bits each time."""
-    a, b = operands(1, 130, 264, 200, torch.bfloat16, a_k_contig=True, b_k_contig=True)
-    bias = torch.randn(264).to(torch.bfloat16)
+# wgmma_cluster (bmm_wgmma_cluster.cu): 2-block clusters along M, B multicast. (batch, M, N, K, SMs, act, bias)
+WGMMA_CLUSTER_CASES = {
+    "odd_tile_rows": (1, 300, 264, 200, 2, "gelu", True),   # 3 tile rows: the second pair's rank 1 is outside M
+    "two_clusters": (3, 129, 520, 136, 4, "relu", True),    # batches over 2 clusters, ragged M, N, K
+    "ring_wraps": (1, 260, 136, 600, 2, "silu", False),     # one cluster, 10 K tiles per tile
+    "exact_tiles": (1, 512, 512, 128, 2, "none", True),     # nothing to clip, 2 K tiles, 4 pairs on one cluster
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", WGMMA_CLUSTER_CASES.values(), ids=WGMMA_CLUSTER_CASES.keys())
+def test_wgmma_cluster_every_shape_class(emu, dtype, case):
+    """Both blocks of a cluster run together: multicast halves of B, releases in both blocks, barrier.cluster
+    at both ends; every launch twice (the second in reverse thread order, same bits)."""
+    batch, m, n, k, sms, activation, with_bias = case
+    emu.configure(sm_count=sms)
+    try:
+        a, b = operands(batch, m, n, k, dtype, a_k_contig=True, b_k_contig=True)
+        check_bmm(a, b, torch.randn(n).to(dtype) if with_bias else None, activation, "wgmma_cluster")
+    finally:
+        emu.configure(sm_count=2)
+
+
+def test_hopper_kernel_choice(emu):
+    """The newest step that serves: the cluster kernel from two tile rows on, wgmma_v2 for one tile row,
+    wgmma for ragged N; the cluster kernel refuses what wgmma_v2 refuses."""
+    from accelkernels.backends.cuda_gemm import gemm_kernel_for
+
+    def choice(m, n):
+        return gemm_kernel_for(*operands(1, m, n, 64, torch.bfloat16, a_k_contig=True, b_k_contig=True))
+
+    assert (choice(129, 64), choice(128, 64), choice(300, 70)) == ("wgmma_cluster", "wgmma_v2", "wgmma")
+    a, b = operands(1, 300, 70, 64, torch.bfloat16, a_k_contig=True, b_k_contig=True)
+    with pytest.raises(ValueError, match="kernel 'wgmma_cluster' cannot read these operands: the TMA-store"):
+        torch.ops.accelkernels.cuda_bmm(a, b, None, "none", "wgmma_cluster")
+
+
+@pytest.mark.parametrize("kernel,shape,activation", [
+    ("wgmma_v2", (1, 130, 264, 200), "gelu"),       # the ring, the in-flight group, the register split, the stores
+    ("wgmma_cluster", (2, 300, 264, 136), "none"),  # threads of both blocks of the cluster interleaved
+])
+def test_hopper_steps_under_shuffled_thread_orders(emu, kernel, shape, activation):
+    """Three shuffled thread and TMA-completion orders (seeds): the same bits each time, and right."""
+    a, b = operands(*shape, torch.bfloat16, a_k_contig=True, b_k_contig=True)
+    bias = torch.randn(shape[2]).to(torch.bfloat16) if activation != "none" else None
     results = []
     try:
         for seed in (1, 2, 3):
             emu.configure(seed=seed, tma_delay=5)
-            results.append(torch.ops.accelkernels.cuda_bmm(a, b, bias, "gelu", "wgmma_v2"))
+            results.append(torch.ops.accelkernels.cuda_bmm(a, b, bias, activation, kernel))
     finally:
         emu.configure(seed=0, tma_delay=3)
     assert all(torch.equal(results[0], r) for r in results[1:])
-    check_bmm(a, b, bias, "gelu", "wgmma_v2")
+    check_bmm(a, b, bias, activation, kernel)
 
 
 def test_wgmma_v2_refuses_ragged_n_and_the_choice_falls_back_to_wgmma(emu):
@@ -154,7 +195,7 @@ def test_k_zero_gives_the_epilogue_of_zero(emu, kernel, dtype):
 
 @pytest.mark.parametrize("kernel,dtype", [("warptile", torch.float32), ("mma_sync", torch.float16),
                                           ("mma_sync", torch.bfloat16), ("wgmma", torch.bfloat16),
-                                          ("wgmma_v2", torch.bfloat16)])
+                                          ("wgmma_v2", torch.bfloat16), ("wgmma_cluster", torch.float16)])
 @pytest.mark.parametrize("activation", ["none", "relu", "gelu", "silu"])
 def test_k_zero_of_any_strides_is_act_of_bias_without_a_launch(emu, kernel, dtype, activation):
     """Fresh zero-width operands (their strides are no multiple of 8, and TMA cannot describe them):
@@ -183,7 +224,7 @@ def test_wgmma_without_sm90a_code_is_refused_and_never_chosen(emu):
     assert gemm_kernel_for(a, b) == "wgmma_v2"
     emu.configure(sm90a_code=False)
     try:
-        for kernel in ("wgmma", "wgmma_v2"):
+        for kernel in ("wgmma", "wgmma_v2", "wgmma_cluster"):
             with pytest.raises(RuntimeError, match=f"kernel '{kernel}' needs sm_90a code, and this build has none"):
                 torch.ops.accelkernels.cuda_bmm(a, b, None, "none", kernel)
         assert gemm_kernel_for(a, b) == "mma_sync"
@@ -308,7 +349,7 @@ def test_registry_and_ptx_tables_agree(emu):
 
     assert set(emu.known_ptx()) == set(KNOWN_PTX)
     names = {(k["name"], k["op"]) for k in emu.kernels()}
-    assert ("wgmma", "cuda_bmm") in names and ("wgmma_v2", "cuda_bmm") in names and ("implicit_gemm", "cuda_conv2d_weight_grad") in names
+    assert {("wgmma", "cuda_bmm"), ("wgmma_v2", "cuda_bmm"), ("wgmma_cluster", "cuda_bmm")} <= names and ("implicit_gemm", "cuda_conv2d_weight_grad") in names
 
 
 def test_unknown_ptx_fails_the_build_naming_it():

@@ -164,7 +164,9 @@ def test_setmaxnreg_moves_registers_within_the_block_pool(probe_sm90):
     assert list(probe_sm90("setmaxnreg", 232)["flags"]) == [1] * 384
     over = probe_sm90("setmaxnreg", 240)
     assert "deadlock" in over and "setmaxnreg.inc to 240" in over and "registers" in over
-    assert "setmaxnreg misuse" in probe_sm90("setmaxnreg", 160)
+    assert "setmaxnreg misuse" in probe_sm90("setmaxnreg", 160) and "below the current 168" in probe_sm90("setmaxnreg", 160)
+    assert "above the current 168" in probe_sm90("setmaxnreg", 1)
+    assert "not a multiple of 8" in probe_sm90("setmaxnreg", 2)
 
 
 def test_tma_store_writes_the_swizzled_box_clipped_to_the_tensor(probe_sm90):
@@ -176,6 +178,15 @@ def test_tma_store_writes_the_swizzled_box_clipped_to_the_tensor(probe_sm90):
         for col in range(104):
             if row >= 8 and col >= 72:
                 assert c[row, col] == (7 * (row - 8) + 3 * (col - 72)) % 61 - 30, (row, col)
+            else:
+                assert np.isnan(c[row, col]), (row, col)
+    # negative coordinates (col -8, row -60): only the box's part inside the matrix is written,
+    # rows 0..3 and columns 0..55 holding tile element (row + 60, col + 8)
+    c = probe_sm90("tma_store", 4)["c"].reshape(40, 104)
+    for row in range(40):
+        for col in range(104):
+            if row < 4 and col < 56:
+                assert c[row, col] == (7 * (row + 60) + 3 * (col + 8)) % 61 - 30, (row, col)
             else:
                 assert np.isnan(c[row, col]), (row, col)
 
@@ -219,3 +230,28 @@ def test_wgmma_groups_chained_in_flight(probe_sm90):
     cols = 8 * j + 2 * (t % 4) + e % 2
     assert np.isnan(rows["mid"]).all()
     assert np.array_equal(rows["d"].reshape(128, 32, 4), D[rows_, cols])
+
+
+def test_cluster_multicast_remote_arrive_and_barrier(probe_sm90):
+    """Two blocks in a cluster: block 0's multicast lands the same 128B-swizzled box in both blocks, each
+    completing its own block's mbarrier; arrives through mapa complete the peer's barrier. Misuses: a
+    ctaMask outside the cluster, mapa of a rank outside it, remote arrives with no barrier.cluster after
+    the inits, exit with no barrier.cluster after the peer's last access, a grid the cluster does not divide."""
+    img = probe_sm90("cluster")["image"].astype(np.uint8).view(np.uint16)
+    expect = np.zeros(16 * 64, dtype=np.float32)
+    for r in range(16):
+        for k in range(64):
+            chunk, within = (k * 2 // 16), k * 2 % 16
+            phys = (r * 128 + ((chunk ^ (r % 8)) * 16) + within) // 2
+            expect[phys] = r * 100 + k if k < 40 else 0.0
+    bits = expect.view(np.uint32).astype(np.uint64)
+    bf16_bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    assert np.array_equal(img[: 16 * 64], bf16_bits) and np.array_equal(img[16 * 64:], bf16_bits)
+    assert "TMA multicast misuse" in probe_sm90("cluster", 1)
+    assert "mapa misuse" in probe_sm90("cluster", 2)
+    unordered = probe_sm90("cluster", 3)
+    assert "mbarrier misuse" in unordered and ("not ordered after its init" in unordered or "no initialised" in unordered)
+    early_exit = probe_sm90("cluster", 4)
+    assert ("block exits while its cluster may still reach its shared memory" in early_exit
+            or "access to an exited block's shared memory" in early_exit)
+    assert "must hold 1 to 8 blocks" in probe_sm90("cluster", 5)

@@ -1,12 +1,15 @@
 """Which CUDA C++ GEMM kernel serves a (batch, M, K) @ (batch, K, N) problem, and why none can.
 
     float32                                    -> "warptile" (SIMT, reads any strides)
-    float16/bfloat16 on compute capability 9.0 -> "wgmma_v2" (128x256 tiles, TMA-store epilogue) when
+    float16/bfloat16 on compute capability 9.0 -> the newest step of the wgmma ladder that serves, when
                                                   the binary holds sm_90a code (asked of it:
                                                   wgmma_code_present; the CPU executor: its sm90a_code
-                                                  setting), both operands are K-contiguous and N is a
-                                                  multiple of 8 (the TMA store); "wgmma" (its previous
-                                                  step) when only N is ragged
+                                                  setting) and both operands are K-contiguous:
+                                                  "wgmma_cluster" (2-block clusters, B multicast) for
+                                                  M > 128 and N a multiple of 8 (the TMA store);
+                                                  "wgmma_v2" for M <= 128 (one tile row: a cluster's
+                                                  second block would have no tile of its own);
+                                                  "wgmma" when N is ragged
     float16/bfloat16 otherwise                 -> "mma_sync" (tensor cores, compute capability 8.0+)
 
 The GEMM ops (cuda_backend.py) and the 1x1 convolutions run as GEMMs (cuda_conv.py) both choose
@@ -28,7 +31,7 @@ from .. import _extension, emulator
 # design's and the public record's (each step of fast.cu's ladder was faster on H100), not a timing's;
 # "auto" times them against cuBLAS before using them.
 GEMM_KERNEL = {torch.float32: "warptile", torch.float16: "mma_sync", torch.bfloat16: "mma_sync"}
-HOPPER_KERNELS = ("wgmma_v2", "wgmma")  # newest first
+HOPPER_KERNELS = ("wgmma_cluster", "wgmma_v2", "wgmma")  # newest first
 TENSOR_CORE_CAPABILITY = (8, 0)  # mma.sync with bf16 and ldmatrix/cp.async: Ampere and newer
 
 
@@ -72,7 +75,17 @@ def wgmma_v2_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | Non
     return why
 
 
-HOPPER_REASONS = {"wgmma_v2": wgmma_v2_unsupported_reason, "wgmma": wgmma_unsupported_reason}
+def wgmma_cluster_unsupported_reason(a3: torch.Tensor, b3: torch.Tensor) -> str | None:
+    """wgmma_v2's rules (the kernel reads what wgmma_v2 reads), and a choice: the cluster pairs two tile
+    rows of 128, so with M <= 128 its second block would only load and multicast (wgmma_v2 serves)."""
+    why = wgmma_v2_unsupported_reason(a3, b3)
+    if why is None and a3.shape[1] <= 128:
+        why = "one tile row (M <= 128): a 2-block cluster would leave its second block without a tile"
+    return why
+
+
+HOPPER_REASONS = {"wgmma_cluster": wgmma_cluster_unsupported_reason, "wgmma_v2": wgmma_v2_unsupported_reason,
+                  "wgmma": wgmma_unsupported_reason}
 
 _wgmma_code: dict[int, bool] = {}  # CUDA device index -> whether the loaded code holds the wgmma kernels
 

@@ -95,7 +95,7 @@ def _skip_reason(case: Case, provider: str, dtype_name: str, settings: Settings)
         return cpu_limit_reason(settings.cpu_max_flops)
     if ":" in provider and case.op != "matmul" and not (provider.startswith("cuda:") and case.op == "linear"):
         return "single kernels are timed on matmul cases (CUDA kernels on linear cases too)"
-    if provider in ("cuda:wgmma", "cuda:wgmma_v2") and case.op == "matmul":
+    if provider in ("cuda:wgmma", "cuda:wgmma_v2", "cuda:wgmma_cluster") and case.op == "matmul":
         return "the wgmma kernels read B as an N x K matrix (K-contiguous): they are timed on the linear cases"
     if provider.startswith("triton:") and settings.device == "cpu" and flops(case, "fwd") > INTERPRETER_MAX_FLOPS:
         return "too large for Triton's interpreter (the CPU stand-in for a GPU)"

@@ -37,7 +37,12 @@ KNOWN_PTX = frozenset({
     "fence.mbarrier_init.release.cluster",
     "fence.proxy.async.shared::cta",
     "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
+    "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster",
     "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group",
+    "mapa.shared::cluster.u32",
+    "mbarrier.arrive.release.cluster.shared::cluster.b64",
+    "barrier.cluster.arrive.release",
+    "barrier.cluster.wait.acquire",
     "cp.async.bulk.commit_group",
     "cp.async.bulk.wait_group",
     "cp.async.bulk.wait_group.read",
@@ -221,7 +226,30 @@ def _callee_start(text: str, end: int) -> int:
     return i
 
 
+def _rewrite_launches_ex(text: str) -> str:
+    """``cudaLaunchKernelEx(&config, kernel, args...)`` (the kernels write the config's address; the CUDA
+    headers' own template of that name takes a pointer parameter, so it is never matched)."""
+    pos = 0
+    while True:
+        start = text.find("cudaLaunchKernelEx(&", pos)
+        if start < 0:
+            return text
+        open_ = start + len("cudaLaunchKernelEx")
+        close = _matching(text, open_)
+        parts = _split_top(text[open_ + 1:close], ",")
+        if len(parts) < 2:
+            file, line = _Locator(text).at(start)
+            raise RewriteError(f"{file}:{line}: cannot read the cudaLaunchKernelEx call")
+        config, kernel, args = parts[0].strip(), parts[1].strip(), ", ".join(p.strip() for p in parts[2:])
+        file, line = _Locator(text).at(start)
+        call = (f"::ak_emu::launch_ex(\"{kernel}\", __PRETTY_FUNCTION__, \"{file}\", {line}, {config}, {kernel})"
+                f"({args})")
+        text = text[:start] + call + text[close + 1:]
+        pos = start + len(call)
+
+
 def _rewrite_launches(text: str, loc: _Locator) -> str:
+    text = _rewrite_launches_ex(text)
     while True:
         start = text.find("<<<")
         if start < 0:

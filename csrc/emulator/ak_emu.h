@@ -97,6 +97,7 @@ struct LaunchSpec {
   size_t dynamic_smem;
   const char* file;
   int line;
+  dim3 cluster{1, 1, 1};  // cudaLaunchAttributeClusterDimension (cudaLaunchKernelEx); the blocks of a cluster run together
 };
 void run_launch(const LaunchSpec& spec, void (*body)(void*), void* closure);
 
@@ -116,6 +117,29 @@ struct Launcher {
     }, &c);
   }
 };
+// `cudaLaunchKernelEx(&config, kernel, args...)` in a kernel file becomes launch_ex(..., &config, kernel)(args...):
+// the grid, block, dynamic shared memory and cluster dimensions come from the config, as on a GPU.
+template <typename... Args>
+struct LauncherEx {
+  Launcher<Args...> launcher;
+  template <typename... Actual>
+  cudaError_t operator()(Actual&&... actual) const {
+    launcher(std::forward<Actual>(actual)...);
+    return cudaSuccess;
+  }
+};
+template <typename... Args>
+LauncherEx<Args...> launch_ex(const char* callee, const char* launcher, const char* file, int line,
+                              const cudaLaunchConfig_t* config, void (*kernel)(Args...)) {
+  LaunchSpec spec{callee, launcher, reinterpret_cast<const void*>(kernel), config->gridDim, config->blockDim,
+                  config->dynamicSmemBytes, file, line};
+  for (unsigned i = 0; i < config->numAttrs; ++i)
+    if (config->attrs[i].id == cudaLaunchAttributeClusterDimension)
+      spec.cluster = dim3(config->attrs[i].val.clusterDim.x, config->attrs[i].val.clusterDim.y,
+                          config->attrs[i].val.clusterDim.z);
+  return LauncherEx<Args...>{Launcher<Args...>{spec, kernel}};
+}
+
 template <typename... Args>
 Launcher<Args...> launch(const char* callee, const char* launcher, const char* file, int line, void (*kernel)(Args...),
                          dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {

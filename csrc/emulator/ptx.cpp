@@ -114,7 +114,12 @@ const std::map<std::string, std::string>& forms() {
       {"fence.mbarrier_init.release.cluster", ""},
       {"fence.proxy.async.shared::cta", ""},
       {"cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes", "ATA"},
+      {"cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster", "ATAX"},
       {"cp.async.bulk.tensor.3d.global.shared::cta.bulk_group", "TA"},
+      {"mapa.shared::cluster.u32", "SXX"},
+      {"mbarrier.arrive.release.cluster.shared::cluster.b64", "_A"},
+      {"barrier.cluster.arrive.release", ""},
+      {"barrier.cluster.wait.acquire", ""},
       {"cp.async.bulk.commit_group", ""},
       {"cp.async.bulk.wait_group", "X"},
       {"cp.async.bulk.wait_group.read", "X"},
@@ -214,7 +219,7 @@ void cp_async(const Instr& in, const Regs& r) {
       fail("out-of-bounds global access", "cp.async reads " + std::to_string(src_size) + " bytes at " + hexs(src) +
                                               ", outside every tensor passed to the launch");
   }
-  shadow_write(dst, 16, f.tid, f.vc, "cp.async", f.tid);
+  shadow_write(dst, 16, f.gid, f.vc, "cp.async", f.gid);
   std::memset(d, 0xFF, 16);  // poison until the covering wait_group
   f.cp_uncommitted.push_back(CpCopy{dst, reinterpret_cast<const uint8_t*>(src), static_cast<uint32_t>(src_size)});
 }
@@ -243,7 +248,7 @@ void ldmatrix(const Instr& in, const Regs& r, bool trans, const std::string& whe
       const uint32_t addr = static_cast<uint32_t>(lo->regs->val(lo->instr->args[1]));
       const uint8_t* row = shared_ptr(addr, 16, 16, "ldmatrix row");
       if (overlaps_mbarrier(addr, 16)) fail("ldmatrix of a live mbarrier", "row address " + hexs(addr));
-      shadow_read(addr, 16, lanes[l]->tid, lanes[l]->vc, "ldmatrix");
+      shadow_read(addr, 16, lanes[l]->gid, lanes[l]->vc, "ldmatrix");
       std::memcpy(mat[l >> 3][l & 7], row, 16);
     }
     for (int l = 0; l < 32; ++l) {
@@ -284,7 +289,7 @@ void stmatrix(const Instr& in, const Regs& r, const std::string& where) {
       const uint32_t addr = static_cast<uint32_t>(lo->regs->val(lo->instr->args[0]));
       uint8_t* row = shared_ptr(addr, 16, 16, "stmatrix row");
       if (overlaps_mbarrier(addr, 16)) fail("stmatrix over a live mbarrier", "row address " + hexs(addr));
-      shadow_write(addr, 16, lanes[l]->tid, lanes[l]->vc, "stmatrix", -1);
+      shadow_write(addr, 16, lanes[l]->gid, lanes[l]->vc, "stmatrix", -1);
       std::memcpy(row, mat[l >> 3][l & 7], 16);
     }
   });
@@ -383,9 +388,9 @@ Mbarrier& live_mbarrier(uint32_t addr, const char* what) {
     fail("mbarrier misuse", std::string(what) + " on shared " + hexs(addr) + ", which holds no initialised mbarrier");
   Mbarrier& m = it->second;
   Fiber& f = fiber();
-  if (m.init_tid != f.tid && f.vc[m.init_tid] < m.init_clock)
-    fail("mbarrier misuse", std::string(what) + " on shared " + hexs(addr) + " is not ordered after its init by thread " +
-                                std::to_string(m.init_tid) + " (fence.mbarrier_init + a barrier)");
+  if (m.init_tid != f.gid && f.vc[m.init_tid] < m.init_clock)
+    fail("mbarrier misuse", std::string(what) + " on shared " + hexs(addr) + " is not ordered after its init by " +
+                                agent_name(block(), m.init_tid) + " (fence.mbarrier_init + a barrier)");
   return m;
 }
 
@@ -413,7 +418,7 @@ void mbar_arrive(uint32_t addr, Mbarrier& m) {
   m.pending -= 1;
   if (m.pending < 0) fail("mbarrier misuse", "more arrivals than expected on shared " + hexs(addr));
   join(m.acc, f.vc);
-  f.vc[f.tid] += 1;
+  f.vc[f.gid] += 1;
   maybe_complete(addr, m);
 }
 
@@ -430,9 +435,9 @@ void mbar_init(uint32_t addr, int64_t count) {
   m.acc.assign(b.agents(), 0);
   m.completed[0].assign(b.agents(), 0);
   m.completed[1].assign(b.agents(), 0);
-  m.init_tid = f.tid;
-  m.init_clock = f.vc[f.tid];
-  f.vc[f.tid] += 1;
+  m.init_tid = f.gid;
+  m.init_clock = f.vc[f.gid];
+  f.vc[f.gid] += 1;
 }
 
 bool mbar_try_wait(uint32_t addr, uint32_t parity) {
@@ -452,6 +457,38 @@ bool mbar_try_wait(uint32_t addr, uint32_t parity) {
        << m.pending << " of " << m.expected << ", tx-count " << m.tx << ")";
     yield_blocked(State::kMbarWait, os.str());
   }
+}
+
+// ---- distributed shared memory (clusters) ---------------------------------------------------------
+// A shared::cluster address of another block: mapa's result. The emulator encodes it as (rank + 1) << 24
+// | the shared::cta offset (windows are under 16 MB); an address below 1 << 24 is the executing block's
+// own (PTX: a shared::cta address is a valid shared::cluster address of the executing CTA).
+constexpr uint32_t kClusterWindowBits = 24;
+
+uint32_t mapa(uint32_t addr, int64_t rank) {
+  Block& b = block();
+  if (addr >> kClusterWindowBits)
+    fail("mapa misuse", "the address " + hexs(addr) + " is not a shared::cta address of this block");
+  if (rank < 0 || rank >= static_cast<int64_t>(b.cluster->blocks.size()))
+    fail("mapa misuse", "cluster rank " + std::to_string(rank) + " outside a cluster of " +
+                            std::to_string(b.cluster->blocks.size()) + " blocks");
+  return (static_cast<uint32_t>(rank + 1) << kClusterWindowBits) | addr;
+}
+
+// The block a shared::cluster address lies in, and its offset there; an exited block's shared memory is
+// gone (a cluster must keep every block alive while others still access it: barrier.cluster before exit).
+Block& cluster_target(uint32_t addr, uint32_t* local, const char* what) {
+  Block& b = block();
+  const uint32_t tag = addr >> kClusterWindowBits;
+  *local = addr & ((1u << kClusterWindowBits) - 1);
+  if (tag == 0) return b;
+  if (tag > b.cluster->blocks.size()) fail("invalid shared::cluster address", std::string(what) + " at " + hexs(addr));
+  Block& target = *b.cluster->blocks[tag - 1];
+  if (block_exited(target))
+    fail("access to an exited block's shared memory",
+         std::string(what) + " reaches cluster rank " + std::to_string(tag - 1) + ", whose threads have all exited " +
+             "(its shared memory may belong to another block now: barrier.cluster before exit)");
+  return target;
 }
 
 // ---- TMA ----------------------------------------------------------------------------------------
@@ -477,8 +514,8 @@ void tma_load(const Instr& in, const Regs& r) {
   if (!m.fenced) fail("mbarrier misuse", "TMA completes on shared " + hexs(bar) + " before fence.mbarrier_init made its init visible");
   int64_t coord[5] = {};
   for (int d = 0; d < tm.rank; ++d) coord[d] = static_cast<int32_t>(static_cast<uint32_t>(r.get(in.args[1].slots[d])));
-  const int agent = b.nthreads + (b.tma_next_agent++ % kTmaAgents);
-  shadow_write(dst, bytes, agent, f.vc, "TMA load", f.tid);
+  const int agent = b.tma_agent(b.tma_next_agent++ % kTmaAgents);
+  shadow_write(dst, bytes, agent, f.vc, "TMA load", f.gid);
   std::memset(b.arena + dst, 0xFF, bytes);
   TmaLoad t;
   t.dst = dst;
@@ -486,7 +523,7 @@ void tma_load(const Instr& in, const Regs& r) {
   t.countdown = 1 + static_cast<int>(b.rng ? (b.rng = b.rng * 6364136223846793005ull + 1442695040888963407ull) >> 60 : 0) %
                         std::max(1, settings().tma_delay);
   t.bar_phase = m.phase;
-  t.issuer = f.tid;
+  t.issuer = &f;
   t.land = [tm, coord0 = coord[0], coord1 = coord[1], coord2 = coord[2], dst, bar, bytes, agent, phase = m.phase,
             vc = f.vc]() mutable {
     Block& bb = block();
@@ -512,7 +549,7 @@ void tma_load(const Instr& in, const Regs& r) {
                                                     " lies outside every tensor passed to the launch (tensor map dims/strides)");
           std::memcpy(out, src, tm.esize);
         }
-    const uint32_t clock = ++bb.tma_clock[agent - bb.nthreads];
+    const uint32_t clock = ++bb.tma_clock[agent - bb.agent_base - bb.nthreads];
     shadow_land(dst, bytes, agent, clock);
     vc[agent] = clock;
     auto it = bb.mbarriers.find(bar);
@@ -526,8 +563,31 @@ void tma_load(const Instr& in, const Regs& r) {
     join(mb.acc, vc);
     maybe_complete(bar, mb);
   };
-  f.vc[f.tid] += 1;
+  f.vc[f.gid] += 1;
   b.tma.push_back(std::move(t));
+}
+
+// .multicast::cluster (PTX 9.7.9.25.5.1): the same box lands at the same shared offset in every block of
+// the cluster named in the 16-bit ctaMask, and each destination's mbarrier at the same offset receives the
+// complete_tx of its copy. Each copy is issued as a TMA load of that block.
+void tma_load_multicast(const Instr& in, const Regs& r) {
+  Block& b = block();
+  const uint64_t mask = r.val(in.args[3]) & 0xFFFF;
+  const size_t size = b.cluster->blocks.size();
+  if (mask == 0 || (mask >> size) != 0)
+    fail("TMA multicast misuse", "ctaMask " + hexs(mask) + " names no block or a block outside the cluster of " +
+                                     std::to_string(size));
+  for (size_t rank = 0; rank < size; ++rank) {
+    if (!(mask >> rank & 1)) continue;
+    Block& target = *b.cluster->blocks[rank];
+    if (block_exited(target))
+      fail("access to an exited block's shared memory", "a TMA multicast to cluster rank " + std::to_string(rank) +
+                                                            ", whose threads have all exited");
+    Fiber& f = fiber();
+    if (&target != f.home) target.remote_accesses.emplace_back(f.gid, f.vc[f.gid]);
+    BlockScope scope(target);
+    tma_load(in, r);
+  }
 }
 
 // cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [map, {c0, c1, c2}], [src] (PTX 9.7.9.25.5.2):
@@ -541,12 +601,12 @@ void check_proxy_fenced(uint32_t addr, size_t bytes, const Fiber& issuer) {
   Block& b = block();
   for (uint32_t g = addr / 16; g <= (addr + bytes - 1) / 16; ++g) {
     const Granule& s = b.shadow[g];
-    if (s.writer < 0 || s.writer >= b.nthreads) continue;  // unwritten, or written by the async proxy itself
-    const auto& fences = b.fibers[s.writer]->proxy_fences;
+    if (s.writer < 0 || !b.is_thread(s.writer)) continue;  // unwritten, or written by the async proxy itself
+    const auto& fences = b.fibers[s.writer - b.agent_base]->proxy_fences;
     const auto f = std::lower_bound(fences.begin(), fences.end(), s.wclock);
     if (f == fences.end() || issuer.vc[s.writer] <= *f)
       fail("generic-proxy write not fenced before an async-proxy read",
-           "a TMA store reads shared " + hexs(g * 16) + ", written by thread " + std::to_string(s.writer) +
+           "a TMA store reads shared " + hexs(g * 16) + ", written by thread " + std::to_string(s.writer - b.agent_base) +
                " with no fence.proxy.async.shared::cta after that write ordered before the store's issue");
   }
 }
@@ -568,8 +628,10 @@ void tma_store(const Instr& in, const Regs& r) {
   const size_t bytes = box_elems * tm.esize;
   shared_ptr(src, bytes, align, "TMA store source");
   if (overlaps_mbarrier(src, bytes)) fail("TMA store of a live mbarrier", "source " + hexs(src));
-  const int slot = b.store_next_agent++ % kStoreAgents;
-  const int agent = b.nthreads + kTmaAgents + slot;
+  // A slot per issuing warp (8 slots: distinct for up to 8 warps), so that waiting for one thread's stores
+  // never orders another warp's stores for it.
+  const int slot = (f.tid / 32) % kStoreAgents;
+  const int agent = b.store_agent(slot);
   const uint32_t clock = ++b.store_clock[slot];
   VC vc = f.vc;
   vc[agent] = clock;
@@ -596,7 +658,7 @@ void tma_store(const Instr& in, const Regs& r) {
         std::memcpy(dst, b.arena + a, tm.esize);
       }
   f.bulk_uncommitted.push_back(BulkStore{agent, clock});
-  f.vc[f.tid] += 1;
+  f.vc[f.gid] += 1;
 }
 
 // cp.async.bulk.wait_group[.read] N: until at most N of this thread's committed bulk groups are pending.
@@ -747,7 +809,7 @@ void wgmma_sync_op(const Instr& in, const std::string& where, int kind, int64_t 
       for (Fiber* l : lanes) l->vc = m;  // .sync.aligned: the warpgroup converges here
       auto& groups = b.wg_groups[wg];
       while (static_cast<int64_t>(groups.size()) > n) {
-        for (auto& op : groups.front()) wgmma_retire(op, lanes[0]->tid, m);
+        for (auto& op : groups.front()) wgmma_retire(op, lanes[0]->gid, m);
         groups.pop_front();
       }
       b.wg_fenced[wg] = false;
@@ -815,6 +877,19 @@ void exec_ptx(const PtxProgram& prog, std::initializer_list<Operand> list) {
       m.tx += static_cast<int64_t>(r.val(in.args[2]));
       check_tx(m.tx, a);
       mbar_arrive(a, m);
+    } else if (op == "mbarrier.arrive.release.cluster.shared::cluster.b64") {
+      // An arrive on an mbarrier of any block of the cluster (release at cluster scope: the caller's clock).
+      uint32_t local = 0;
+      Block& target = cluster_target(static_cast<uint32_t>(r.val(in.args[1])), &local, "mbarrier.arrive.shared::cluster");
+      if (&target != f.home) target.remote_accesses.emplace_back(f.gid, f.vc[f.gid]);
+      BlockScope scope(target);
+      mbar_arrive(local, live_mbarrier(local, "mbarrier.arrive.shared::cluster"));
+    } else if (op == "mapa.shared::cluster.u32") {
+      r.set32(in.args[0].slot, mapa(static_cast<uint32_t>(r.val(in.args[1])), static_cast<int64_t>(r.val(in.args[2]))));
+    } else if (op == "barrier.cluster.arrive.release") {
+      cluster_arrive(where);
+    } else if (op == "barrier.cluster.wait.acquire") {
+      cluster_wait(where);
     } else if (op == "mbarrier.arrive.shared::cta.b64") {
       const uint32_t a = static_cast<uint32_t>(r.val(in.args[1]));
       mbar_arrive(a, live_mbarrier(a, "mbarrier.arrive"));
@@ -825,17 +900,26 @@ void exec_ptx(const PtxProgram& prog, std::initializer_list<Operand> list) {
       if (p == preds.end()) bad_template(prog.where, prog.text, "predicate '" + in.args[3].name + "' read before set");
       r.set32(in.args[0].slot, static_cast<uint32_t>(p->second ? r.val(in.args[1]) : r.val(in.args[2])));
     } else if (op == "fence.mbarrier_init.release.cluster") {
-      for (auto& [a, m] : block().mbarriers) if (m.init_tid == f.tid) m.fenced = true;
+      for (auto& [a, m] : block().mbarriers) if (m.init_tid == f.gid) m.fenced = true;
     } else if (op == "fence.proxy.async.shared::cta") {
       // Orders this thread's generic-proxy shared accesses with the async proxy: recorded, so that a
       // TMA store can check each thread-written byte it reads was fenced by its writer (tma_store).
-      f.proxy_fences.push_back(f.vc[f.tid]);
-      f.vc[f.tid] += 1;
+      f.proxy_fences.push_back(f.vc[f.gid]);
+      f.vc[f.gid] += 1;
     } else if (op == "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group") tma_store(in, r);
+    else if (op == "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster")
+      tma_load_multicast(in, r);
     else if (op.rfind("cp.async.bulk.tensor.", 0) == 0) tma_load(in, r);
     else if (op == "cp.async.bulk.commit_group") { f.bulk_groups.push_back(std::move(f.bulk_uncommitted)); f.bulk_uncommitted.clear(); }
     else if (op == "cp.async.bulk.wait_group" || op == "cp.async.bulk.wait_group.read") bulk_wait(static_cast<int64_t>(r.val(in.args[0])));
-    else if (op == "bar.sync") named_barrier(static_cast<int>(r.val(in.args[0])), static_cast<int>(r.val(in.args[1])), where);
+    else if (op == "bar.sync") {
+      // bar.sync is barrier.sync.aligned: the whole warp executes it (checked by a warp rendezvous), and
+      // the barrier counts its threads.
+      rendezvous(32, &in, where, nullptr, [](const std::vector<Fiber*>& lanes) {
+        if (lanes.size() != 32) fail("bar.sync misuse", "needs whole warps");
+      });
+      named_barrier(static_cast<int>(r.val(in.args[0])), static_cast<int>(r.val(in.args[1])), where);
+    }
     else if (op == "setmaxnreg.inc.sync.aligned.u32") setmaxnreg(in, r, true, where);
     else if (op == "setmaxnreg.dec.sync.aligned.u32") setmaxnreg(in, r, false, where);
     else if (op == "wgmma.fence.sync.aligned") wgmma_sync_op(in, where, 0, 0);

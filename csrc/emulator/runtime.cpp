@@ -60,7 +60,7 @@ void release_barrier(Block& b) {
   for (int t : b.barrier_arrived) {
     Fiber& f = *b.fibers[t];
     f.vc = m;
-    f.vc[t] += 1;
+    f.vc[f.gid] += 1;
     f.state = State::kRunnable;
     f.blocked_on.clear();
   }
@@ -93,19 +93,24 @@ std::string summarize(const std::vector<std::pair<int, std::string>>& items) {
   return os.str();
 }
 
-std::string deadlock_report(const Block& b) {
-  std::vector<std::pair<int, std::string>> items;
-  for (const auto& f : b.fibers)
-    if (f->state != State::kDone) items.emplace_back(f->tid, f->blocked_on.empty() ? "?" : f->blocked_on);
+std::string deadlock_report(const Cluster& cl) {
   std::ostringstream os;
-  os << "every live thread is blocked and nothing is in flight:" << summarize(items);
-  if (!b.wg_reg_request.empty())
-    os << "\n  registers: " << b.reg_pool_free << " free in the block's pool (" << b.regs_at_entry
-       << " per thread at launch)";
-  for (const auto& [addr, m] : b.mbarriers) {
-    if (!m.live) continue;
-    os << "\n  mbarrier at shared 0x" << std::hex << addr << std::dec << ": phase " << m.phase << ", pending "
-       << m.pending << " of " << m.expected << ", tx-count " << m.tx;
+  os << "every live thread is blocked and nothing is in flight:";
+  for (const Block* bp : cl.blocks) {
+    const Block& b = *bp;
+    std::vector<std::pair<int, std::string>> items;
+    for (const auto& f : b.fibers)
+      if (f->state != State::kDone) items.emplace_back(f->tid, f->blocked_on.empty() ? "?" : f->blocked_on);
+    if (cl.blocks.size() > 1) os << "\n block " << dim_str(b.idx) << " (cluster rank " << b.rank << "):";
+    os << summarize(items);
+    if (!b.wg_reg_request.empty())
+      os << "\n  registers: " << b.reg_pool_free << " free in the block's pool (" << b.regs_at_entry
+         << " per thread at launch)";
+    for (const auto& [addr, m] : b.mbarriers) {
+      if (!m.live) continue;
+      os << "\n  mbarrier at shared 0x" << std::hex << addr << std::dec << ": phase " << m.phase << ", pending "
+         << m.pending << " of " << m.expected << ", tx-count " << m.tx;
+    }
   }
   return os.str();
 }
@@ -137,7 +142,9 @@ std::string describe_kernel() {
 }
 
 std::string where_am_i() {
-  return describe_kernel() + ", block " + dim_str(block().idx) + ", thread " + std::to_string(fiber().tid);
+  const Block& b = block();
+  const std::string rank = b.cluster->blocks.size() > 1 ? " (cluster rank " + std::to_string(b.rank) + ")" : "";
+  return describe_kernel() + ", block " + dim_str(b.idx) + rank + ", thread " + std::to_string(fiber().tid);
 }
 
 void fail(const std::string& rule, const std::string& detail) {
@@ -295,12 +302,15 @@ bool overlaps_mbarrier(uint32_t addr, size_t bytes) {
   return false;
 }
 
-namespace {
 std::string agent_name(const Block& b, int agent) {
-  if (agent < b.nthreads) return "thread " + std::to_string(agent);
-  if (agent < b.nthreads + kTmaAgents) return "the TMA engine (slot " + std::to_string(agent - b.nthreads) + ")";
-  return "a TMA store (slot " + std::to_string(agent - b.nthreads - kTmaAgents) + ")";
+  const int rank = agent / b.local_agents(), local = agent % b.local_agents();
+  const std::string where = b.cluster->blocks.size() > 1 ? " of cluster rank " + std::to_string(rank) : "";
+  if (local < b.nthreads) return "thread " + std::to_string(local) + where;
+  if (local < b.nthreads + kTmaAgents) return "the TMA engine (slot " + std::to_string(local - b.nthreads) + ")" + where;
+  return "a TMA store (slot " + std::to_string(local - b.nthreads - kTmaAgents) + ")" + where;
 }
+
+namespace {
 std::string hex(uint32_t a) {
   std::ostringstream os;
   os << "0x" << std::hex << a;
@@ -373,7 +383,7 @@ void cp_async_land(Fiber& f, const std::vector<CpCopy>& group) {
     uint8_t* dst = b.arena + c.dst;
     if (c.src_size) std::memcpy(dst, c.src, c.src_size);
     std::memset(dst + c.src_size, 0, 16 - c.src_size);
-    shadow_land(c.dst, 16, f.tid, f.vc[f.tid]);
+    shadow_land(c.dst, 16, f.gid, f.vc[f.gid]);
   }
 }
 
@@ -437,8 +447,17 @@ void entry() {
   } catch (const std::exception& e) {  // (an exception must not cross a fiber's boundary)
     fail("error in the kernel", e.what());
   }
-  // Exit: a warp or warpgroup waiting for this thread can never complete; a barrier waiting for
-  // every live thread may now be complete.
+  // Exit: TMA stores must have finished reading shared memory (the block's shared memory is handed to
+  // the next block when its threads exit: CUTLASS's epilogue waits for its stores before it ends).
+  if (!f.bulk_uncommitted.empty())
+    fail("TMA store never committed", std::to_string(f.bulk_uncommitted.size()) +
+                                          " TMA store(s) issued with no cp.async.bulk.commit_group after them at exit");
+  if (!f.bulk_groups.empty())
+    fail("TMA stores outstanding at exit",
+         std::to_string(f.bulk_groups.size()) + " bulk group(s) of TMA stores not waited for "
+         "(cp.async.bulk.wait_group[.read] 0) before the thread exits: the shared memory they read may be reused");
+  // A warp or warpgroup waiting for this thread can never complete; a barrier waiting for every live
+  // thread may now be complete.
   Block& b = *g_block;
   for (auto& [key, arrived] : b.coll_arrived) {
     const int first = key.second * key.first;
@@ -448,6 +467,16 @@ void entry() {
                " waits for it in " + b.fibers[arrived.front()]->coll_where);
   }
   f.state = State::kDone;
+  // The last thread of a block: every access of another block of the cluster to its shared memory must be
+  // ordered before the block's exit, or that block may reach memory that is no longer this block's.
+  if (b.exit_vc.empty()) b.exit_vc.assign(b.agents(), 0);
+  join(b.exit_vc, f.vc);
+  if (live_threads(b) == 0)
+    for (const auto& [agent, clock] : b.remote_accesses)
+      if (b.exit_vc[agent] < clock)
+        fail("block exits while its cluster may still reach its shared memory",
+             agent_name(b, agent) + " accessed this block's shared memory (a remote mbarrier arrive or a multicast copy) "
+             "with nothing ordering that access before this block's exit (barrier.cluster before exit)");
   if (!b.barrier_arrived.empty() && static_cast<int>(b.barrier_arrived.size()) == live_threads(b)) release_barrier(b);
   swapcontext(&f.ctx, &g_scheduler);
 }
@@ -458,105 +487,149 @@ void land_tma(Block& b, size_t i) {
   t.land();
 }
 
-void run_block(const LaunchSpec& spec, uint3 idx, int nthreads, uint64_t seed, bool reverse) {
-  Block b;
-  b.spec = &spec;
-  b.idx = idx;
-  b.nthreads = nthreads;
-  b.dyn_size = spec.dynamic_smem;
+// The blocks of one cluster (one block without clusters) run together: their threads are fibers of one
+// scheduler loop, so distributed shared memory, multicast TMA and barrier.cluster see each other.
+void run_cluster(const LaunchSpec& spec, const std::vector<uint3>& idxs, int nthreads, uint64_t seed, bool reverse) {
+  Cluster cl;
+  std::vector<std::unique_ptr<Block>> blocks;
+  for (size_t r = 0; r < idxs.size(); ++r) {
+    blocks.push_back(std::make_unique<Block>());
+    cl.blocks.push_back(blocks.back().get());
+  }
   const size_t capacity = settings().smem_per_block_optin + 4096 + 2048;
-  b.storage.assign(capacity + 1024, kPoison);
-  b.arena = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(b.storage.data()) + 1023) & ~uintptr_t{1023});
-  b.dyn_offset = 0;
-  b.static_end = b.dyn_offset + (b.dyn_size + 1023) / 1024 * 1024 + 1024;
-  b.window = capacity;
-  b.shadow.resize(capacity / 16 + 1);
-  b.rng = seed;
-  // Registers per thread at launch: the most a kernel of this size can have (65536 per SM in steps of
-  // 8 per thread, at most 256: what __launch_bounds__(threads, 1) gives), all allocated, none free.
-  // setmaxnreg moves registers within this pool (the SASS says CTAPOOL).
-  const int warp_threads = (nthreads + 31) / 32 * 32;
-  b.regs_at_entry = std::min(256, 65536 / warp_threads / 8 * 8);
-  b.reg_pool_free = 0;
-  g_block = &b;
+  for (size_t r = 0; r < idxs.size(); ++r) {
+    Block& b = *blocks[r];
+    b.spec = &spec;
+    b.idx = idxs[r];
+    b.nthreads = nthreads;
+    b.cluster = &cl;
+    b.rank = static_cast<int>(r);
+    b.agent_base = static_cast<int>(r) * b.local_agents();
+    b.dyn_size = spec.dynamic_smem;
+    b.storage.assign(capacity + 1024, kPoison);
+    b.arena = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(b.storage.data()) + 1023) & ~uintptr_t{1023});
+    b.dyn_offset = 0;
+    b.static_end = b.dyn_offset + (b.dyn_size + 1023) / 1024 * 1024 + 1024;
+    b.window = capacity;
+    b.shadow.resize(capacity / 16 + 1);
+    b.rng = seed;
+    // Registers per thread at launch: the most a kernel of this size can have (65536 per SM in steps of
+    // 8 per thread, at most 256: what __launch_bounds__(threads, 1) gives), all allocated, none free.
+    // setmaxnreg moves registers within this pool (the SASS says CTAPOOL).
+    const int warp_threads = (nthreads + 31) / 32 * 32;
+    b.regs_at_entry = std::min(256, 65536 / warp_threads / 8 * 8);
+    b.reg_pool_free = 0;
+  }
+  const int agents = blocks[0]->agents();
+  cl.barrier_acc.assign(agents, 0);
+  cl.barrier_done[0].assign(agents, 0);
+  cl.barrier_done[1].assign(agents, 0);
 
-  std::vector<int> order(nthreads);
-  std::iota(order.begin(), order.end(), 0);
+  std::vector<Fiber*> order;  // every thread of the cluster, in the order the scheduler runs them
+  for (auto& bp : blocks) {
+    Block& b = *bp;
+    g_block = &b;
+    for (int t = 0; t < nthreads; ++t) {
+      auto f = std::make_unique<Fiber>();
+      f->tid = t;
+      f->gid = b.agent_base + t;
+      f->home = &b;
+      f->view.thread_idx = uint3{static_cast<unsigned>(t % spec.block.x),
+                                 static_cast<unsigned>((t / spec.block.x) % spec.block.y),
+                                 static_cast<unsigned>(t / (spec.block.x * spec.block.y))};
+      f->view.block_idx = b.idx;
+      f->view.block_dim = spec.block;
+      f->view.grid_dim = spec.grid;
+      f->vc.assign(agents, 0);
+      f->vc[f->gid] = 1;
+      f->stack = take_stack();
+      getcontext(&f->ctx);
+      f->ctx.uc_stack.ss_sp = f->stack;
+      f->ctx.uc_stack.ss_size = kStackBytes;
+      f->ctx.uc_link = nullptr;
+      makecontext(&f->ctx, entry, 0);
+      order.push_back(f.get());
+      b.fibers.push_back(std::move(f));
+    }
+  }
   if (seed != 0) {
+    const uint3 idx = idxs[0];
     std::mt19937_64 gen(seed ^ (uint64_t{idx.x} << 32) ^ (uint64_t{idx.y} << 16) ^ idx.z);
     std::shuffle(order.begin(), order.end(), gen);
   }
   if (reverse) std::reverse(order.begin(), order.end());
-  for (int t = 0; t < nthreads; ++t) {
-    auto f = std::make_unique<Fiber>();
-    f->tid = t;
-    f->view.thread_idx = uint3{static_cast<unsigned>(t % spec.block.x),
-                               static_cast<unsigned>((t / spec.block.x) % spec.block.y),
-                               static_cast<unsigned>(t / (spec.block.x * spec.block.y))};
-    f->view.block_idx = idx;
-    f->view.block_dim = spec.block;
-    f->view.grid_dim = spec.grid;
-    f->vc.assign(b.agents(), 0);
-    f->vc[t] = 1;
-    f->stack = take_stack();
-    getcontext(&f->ctx);
-    f->ctx.uc_stack.ss_sp = f->stack;
-    f->ctx.uc_stack.ss_size = kStackBytes;
-    f->ctx.uc_link = nullptr;
-    makecontext(&f->ctx, entry, 0);
-    b.fibers.push_back(std::move(f));
-  }
 
   auto finish = [&]() {
-    for (auto& f : b.fibers) g_stack_pool.push_back(f->stack);
+    for (auto& bp : blocks)
+      for (auto& f : bp->fibers) g_stack_pool.push_back(f->stack);
     g_fiber = nullptr;
     g_block = nullptr;
   };
-  std::mt19937_64 tma_gen(seed + 1);
-  while (true) {
-    for (int t : order) {
-      Fiber& f = *b.fibers[t];
-      if (f.state != State::kRunnable) continue;
-      g_fiber = &f;
-      swapcontext(&g_scheduler, &f.ctx);
-      g_fiber = nullptr;
-      if (!b.error.empty()) {
-        const std::string msg = b.error;
+  auto check_errors = [&]() {
+    for (auto& bp : blocks)
+      if (!bp->error.empty()) {
+        const std::string msg = bp->error;
         finish();
         throw std::runtime_error(msg);
       }
+  };
+  auto land = [&](Block& b, size_t i) {
+    g_block = &b;
+    g_fiber = b.tma[i].issuer;
+    land_tma(b, i);
+    g_fiber = nullptr;
+    check_errors();
+  };
+  auto live = [&]() {
+    int n = 0;
+    for (auto& bp : blocks) n += live_threads(*bp);
+    return n;
+  };
+  auto in_flight = [&]() {
+    size_t n = 0;
+    for (auto& bp : blocks) n += bp->tma.size();
+    return n;
+  };
+  std::mt19937_64 tma_gen(seed + 1);
+  while (true) {
+    for (Fiber* fp : order) {
+      Fiber& f = *fp;
+      if (f.state != State::kRunnable) continue;
+      g_block = f.home;
+      g_fiber = &f;
+      swapcontext(&g_scheduler, &f.ctx);
+      g_fiber = nullptr;
+      check_errors();
     }
     // TMA loads land after a few scheduler passes (earlier ones first unless shuffled).
-    for (auto& t : b.tma) t.countdown--;
-    for (size_t i = 0; i < b.tma.size();) {
-      if (b.tma[i].countdown <= 0) {
-        g_fiber = b.fibers[b.tma[i].issuer].get();
-        land_tma(b, i);
-        g_fiber = nullptr;
-        if (!b.error.empty()) {
-          const std::string msg = b.error;
-          finish();
-          throw std::runtime_error(msg);
-        }
-      } else {
-        ++i;
+    for (auto& bp : blocks) {
+      Block& b = *bp;
+      for (auto& t : b.tma) t.countdown--;
+      for (size_t i = 0; i < b.tma.size();) {
+        if (b.tma[i].countdown <= 0) land(b, i);
+        else ++i;
       }
     }
-    if (live_threads(b) == 0 && b.tma.empty()) break;
+    if (live() == 0 && in_flight() == 0) break;
     bool runnable = false;
-    for (const auto& f : b.fibers) runnable = runnable || f->state == State::kRunnable;
+    for (Fiber* f : order) runnable = runnable || f->state == State::kRunnable;
     if (!runnable) {
-      if (!b.tma.empty()) {  // nothing runnable: a pending TMA load must land before a deadlock is declared
-        const size_t i = seed ? tma_gen() % b.tma.size() : 0;
-        g_fiber = b.fibers[b.tma[i].issuer].get();
-        land_tma(b, i);
-        g_fiber = nullptr;
+      if (in_flight() != 0) {  // nothing runnable: a pending TMA load must land before a deadlock is declared
+        size_t pick = seed ? tma_gen() % in_flight() : 0;
+        for (auto& bp : blocks) {
+          if (pick < bp->tma.size()) {
+            land(*bp, pick);
+            break;
+          }
+          pick -= bp->tma.size();
+        }
         continue;
       }
-      if (live_threads(b) == 0) break;
-      g_fiber = b.fibers[0].get();
-      const std::string msg = "accelkernels emulator: deadlock: " + deadlock_report(b) + "\n  in " + describe_kernel() +
-                              ", block " + dim_str(idx);
+      if (live() == 0) break;
+      g_block = blocks[0].get();
+      g_fiber = blocks[0]->fibers[0].get();
+      const std::string msg = "accelkernels emulator: deadlock: " + deadlock_report(cl) + "\n  in " + describe_kernel() +
+                              ", block " + dim_str(idxs[0]) + (idxs.size() > 1 ? "'s cluster" : "");
       finish();
       throw std::runtime_error(msg);
     }
@@ -585,14 +658,26 @@ void run_launch(const LaunchSpec& spec, void (*body)(void*), void* closure) {
     throw std::runtime_error(os.str() + "invalid launch: " + std::to_string(spec.dynamic_smem) +
                              " bytes of dynamic shared memory, above the kernel's limit of " + std::to_string(limit) +
                              " (cudaFuncSetAttribute(MaxDynamicSharedMemorySize) raises it)");
+  const dim3 c = spec.cluster;
+  const uint64_t cluster_blocks = uint64_t{c.x} * c.y * c.z;
+  if (cluster_blocks == 0 || cluster_blocks > 8 || spec.grid.x % c.x || spec.grid.y % c.y || spec.grid.z % c.z)
+    throw std::runtime_error(os.str() + "invalid launch: cluster (" + std::to_string(c.x) + "," + std::to_string(c.y) +
+                             "," + std::to_string(c.z) + ") must hold 1 to 8 blocks (the portable limit) and divide "
+                             "the grid (" + std::to_string(spec.grid.x) + "," + std::to_string(spec.grid.y) + "," +
+                             std::to_string(spec.grid.z) + ")");
   g_body = Current{body, closure};
   auto run_grid = [&](bool reverse) {
     const unsigned sample = settings().grid_z_sample;
-    for (unsigned z = 0; z < spec.grid.z; ++z) {
-      if (sample && spec.grid.z > 2 * sample && z >= sample && z < spec.grid.z - sample) continue;
-      for (unsigned y = 0; y < spec.grid.y; ++y)
-        for (unsigned x = 0; x < spec.grid.x; ++x)
-          run_block(spec, uint3{x, y, z}, static_cast<int>(threads), settings().seed, reverse);
+    for (unsigned z0 = 0; z0 < spec.grid.z; z0 += c.z) {
+      if (sample && spec.grid.z > 2 * sample && z0 >= sample && z0 < spec.grid.z - sample) continue;
+      for (unsigned y0 = 0; y0 < spec.grid.y; y0 += c.y)
+        for (unsigned x0 = 0; x0 < spec.grid.x; x0 += c.x) {
+          std::vector<uint3> members;  // rank order: x fastest (the cluster's block rank)
+          for (unsigned z = z0; z < z0 + c.z; ++z)
+            for (unsigned y = y0; y < y0 + c.y; ++y)
+              for (unsigned x = x0; x < x0 + c.x; ++x) members.push_back(uint3{x, y, z});
+          run_cluster(spec, members, static_cast<int>(threads), settings().seed, reverse);
+        }
     }
   };
   if (!settings().replay) {
@@ -622,10 +707,51 @@ void run_launch(const LaunchSpec& spec, void (*body)(void*), void* closure) {
   }
 }
 
-void wake_mbarrier_waiters(uint32_t bar) {
-  for (auto& f : block().fibers)
+void wake_mbarrier_waiters_in(Block& b, uint32_t bar) {
+  for (auto& f : b.fibers)
     if (f->state == State::kMbarWait && f->wait_bar == bar) f->state = State::kRunnable;
 }
+void wake_mbarrier_waiters(uint32_t bar) { wake_mbarrier_waiters_in(block(), bar); }
+
+void cluster_arrive(const std::string& where) {
+  Block& b = block();
+  Fiber& f = fiber();
+  Cluster& cl = *b.cluster;
+  if (f.cluster_arrived)
+    fail("barrier.cluster misuse", where + ": a second arrive before the wait of the phase it arrived in");
+  f.cluster_arrived = true;
+  f.cluster_phase = cl.barrier_phase;
+  join(cl.barrier_acc, f.vc);
+  f.vc[f.gid] += 1;
+  int total = 0;
+  for (const Block* blk : cl.blocks) total += blk->nthreads;
+  if (++cl.barrier_count == total) {
+    cl.barrier_done[cl.barrier_phase & 1] = cl.barrier_acc;
+    cl.barrier_acc.assign(b.agents(), 0);
+    cl.barrier_count = 0;
+    cl.barrier_phase += 1;
+    for (Block* blk : cl.blocks)
+      for (auto& g : blk->fibers)
+        if (g->state == State::kClusterWait) g->state = State::kRunnable;
+  }
+}
+
+void cluster_wait(const std::string& where) {
+  Fiber& f = fiber();
+  Cluster& cl = *block().cluster;
+  if (!f.cluster_arrived) fail("barrier.cluster misuse", where + ": a wait with no arrive before it");
+  while (cl.barrier_phase == f.cluster_phase) {
+    int arrived = cl.barrier_count;
+    yield_blocked(State::kClusterWait, "waiting at barrier.cluster.wait at " + where + " (" + std::to_string(arrived) +
+                                           " threads of the cluster arrived)");
+  }
+  join(f.vc, cl.barrier_done[f.cluster_phase & 1]);
+  f.cluster_arrived = false;
+}
+
+BlockScope::BlockScope(Block& b) : saved(g_block) { g_block = &b; }
+BlockScope::~BlockScope() { g_block = saved; }
+bool block_exited(const Block& b) { return live_threads(b) == 0; }
 
 void wake_register_waiters() {
   for (auto& f : block().fibers)
@@ -637,7 +763,8 @@ void wake_register_waiters() {
 void named_barrier(int id, int count, const std::string& where) {
   Block& b = block();
   Fiber& f = fiber();
-  if (id < 0 || id > 15) fail("bar.sync misuse", where + ": barrier id " + std::to_string(id) + " outside 0..15");
+  if (id < 1 || id > 15)
+    fail("bar.sync misuse", where + ": barrier id " + std::to_string(id) + " outside 1..15 (0 is __syncthreads' barrier)");
   if (count <= 0 || count % 32 != 0 || count > (b.nthreads + 31) / 32 * 32)
     fail("bar.sync misuse", where + ": thread count " + std::to_string(count) +
                                 " is not a positive multiple of 32 up to the block's " + std::to_string(b.nthreads));
@@ -657,7 +784,7 @@ void named_barrier(int id, int count, const std::string& where) {
     for (int t : nb.arrived) {
       Fiber& g = *b.fibers[t];
       g.vc = m;
-      g.vc[t] += 1;
+      g.vc[g.gid] += 1;
       if (&g != &f) {
         g.state = State::kRunnable;
         g.blocked_on.clear();

@@ -16,11 +16,16 @@
 
 namespace ak_emu {
 
-using VC = std::vector<uint32_t>;  // vector clock over the block's agents (threads, TMA load slots, TMA store slots)
+// Vector clock over the cluster's agents: each block's threads, TMA load slots and TMA store slots, block
+// after block in rank order (a launch without clusters is a cluster of one block). Agent ids below are
+// these cluster-wide indices (Fiber::gid, Block::agent_base + ...).
+using VC = std::vector<uint32_t>;
 constexpr int kTmaAgents = 16;     // TMA loads take agent slots round-robin (see Block::tma_agent)
 constexpr int kStoreAgents = 8;    // TMA stores' shared-memory reads take their own slots, round-robin
 
-enum class State { kRunnable, kBarrier, kCollective, kMbarWait, kRegWait, kDone, kFaulted };
+enum class State { kRunnable, kBarrier, kCollective, kMbarWait, kRegWait, kClusterWait, kDone, kFaulted };
+
+struct Block;
 
 struct CpCopy {  // one cp.async: 16 bytes, src_size of them from global memory
   uint32_t dst;
@@ -55,7 +60,9 @@ struct BulkStore {  // a TMA store whose shared-memory read is tracked as agent 
 struct Fiber {
   ucontext_t ctx;
   char* stack = nullptr;
-  int tid = 0;
+  int tid = 0;         // thread index in its block
+  int gid = 0;         // its agent id in the cluster (the VC index)
+  Block* home = nullptr;
   ThreadView view{};
   State state = State::kRunnable;
   std::string blocked_on;  // what it waits for (deadlock reports)
@@ -74,6 +81,9 @@ struct Fiber {
   // TMA stores (cp.async.bulk ... bulk_group): uncommitted, then committed groups oldest first
   std::vector<BulkStore> bulk_uncommitted;
   std::deque<std::vector<BulkStore>> bulk_groups;
+  // barrier.cluster: arrived in the cluster barrier's phase `cluster_phase`, not yet waited
+  bool cluster_arrived = false;
+  uint64_t cluster_phase = 0;
 };
 
 struct Granule {  // shadow of 16 bytes of shared memory, for the accesses the PTX handlers see
@@ -92,7 +102,7 @@ struct Mbarrier {
   VC completed[2];      // by parity of the completed phase
   bool observed = true; // the last completed phase was seen by a successful try_wait
   bool fenced = false;   // fence.mbarrier_init by the initialising thread (needed before TMA uses it)
-  int init_tid = -1;
+  int init_tid = -1;      // agent id (gid) of the initialising thread
   uint32_t init_clock = 0;
 };
 
@@ -101,8 +111,17 @@ struct TmaLoad {
   uint32_t bar;
   int countdown;
   uint32_t bar_phase;
-  int issuer;
+  Fiber* issuer;               // (a multicast's issuer may be in another block of the cluster)
   std::function<void()> land;  // copies the box, completes the transaction (ptx.cpp)
+};
+
+// The blocks of one cluster, run together; barrier.cluster's state.
+struct Cluster {
+  std::vector<Block*> blocks;  // by rank
+  uint64_t barrier_phase = 0;
+  int barrier_count = 0;
+  VC barrier_acc;
+  VC barrier_done[2];          // by parity of the completed phase
 };
 
 struct NamedBarrier {  // bar.sync id, count
@@ -115,6 +134,9 @@ struct Block {
   const LaunchSpec* spec = nullptr;
   uint3 idx{};
   int nthreads = 0;
+  Cluster* cluster = nullptr;
+  int rank = 0;        // in its cluster
+  int agent_base = 0;  // its agents' first id in the cluster's clocks
   std::vector<std::unique_ptr<Fiber>> fibers;
   std::vector<uint8_t> storage;
   uint8_t* arena = nullptr;  // the shared window (1024-byte aligned)
@@ -145,9 +167,17 @@ struct Block {
   int regs_at_entry = 0;
   int64_t reg_pool_free = 0;
   std::map<int, int> wg_regs, wg_reg_request;
+  // accesses of other blocks of the cluster to this block's shared memory (remote arrives, multicast
+  // copies): (agent, clock); each must be ordered before this block exits (barrier.cluster)
+  std::vector<std::pair<int, uint32_t>> remote_accesses;
+  VC exit_vc;  // the clocks of its exited threads, joined
   std::string error;
   uint64_t rng = 0;
-  int agents() const { return nthreads + kTmaAgents + kStoreAgents; }
+  int local_agents() const { return nthreads + kTmaAgents + kStoreAgents; }
+  int agents() const { return static_cast<int>(cluster->blocks.size()) * local_agents(); }  // the VC size
+  int tma_agent(int slot) const { return agent_base + nthreads + slot; }
+  int store_agent(int slot) const { return agent_base + nthreads + kTmaAgents + slot; }
+  bool is_thread(int agent) const { return agent >= agent_base && agent < agent_base + nthreads; }
 };
 
 // The running block and fiber of this OS thread.
@@ -158,6 +188,7 @@ Fiber& fiber();
 [[noreturn]] void fail(const std::string& rule, const std::string& detail);
 std::string where_am_i();  // "kernel K, block (x,y,z), thread t"
 std::string describe_kernel();
+std::string agent_name(const Block& b, int agent);  // "thread 5 of cluster rank 1", "the TMA engine (slot 3)"
 
 // Suspend the running fiber until something makes it runnable again.
 void yield_blocked(State why, const std::string& what);
@@ -167,6 +198,21 @@ void rendezvous(int size, const void* site, const std::string& where, void* payl
                 const std::function<void(const std::vector<Fiber*>&)>& exec);
 void wake_mbarrier_waiters(uint32_t bar);
 void wake_register_waiters();
+void wake_mbarrier_waiters_in(Block& b, uint32_t bar);
+// barrier.cluster.arrive / .wait (PTX 9.7.13.2): every thread of every block of the cluster arrives once
+// per phase; wait returns once the phase it arrived in has completed.
+void cluster_arrive(const std::string& where);
+void cluster_wait(const std::string& where);
+// Runs the enclosed handler code on another block of the cluster (distributed shared memory: a remote
+// mbarrier arrive, a multicast TMA's destination): block() is that block, fiber() stays the caller.
+struct BlockScope {
+  Block* saved;
+  explicit BlockScope(Block& b);
+  ~BlockScope();
+  BlockScope(const BlockScope&) = delete;
+  BlockScope& operator=(const BlockScope&) = delete;
+};
+bool block_exited(const Block& b);  // every thread of it has exited
 // bar.sync id, count: a barrier of `count` threads (whole warps) that need not be the whole block.
 void named_barrier(int id, int count, const std::string& where);
 

@@ -52,6 +52,10 @@ void launch_bmm_wgmma_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stre
 // epilogue. The same operands as wgmma, and C rows of a multiple of 16 bytes (wgmma_v2_unsupported_reason).
 void launch_bmm_wgmma_v2_f16(const BmmArgs<__half>& args, cudaStream_t stream);
 void launch_bmm_wgmma_v2_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
+// The step after it (bmm_wgmma_cluster.cu): clusters of 2 blocks along M sharing the B tile by TMA
+// multicast. The same requirements as wgmma_v2.
+void launch_bmm_wgmma_cluster_f16(const BmmArgs<__half>& args, cudaStream_t stream);
+void launch_bmm_wgmma_cluster_bf16(const BmmArgs<__nv_bfloat16>& args, cudaStream_t stream);
 
 // Whether the code loaded for the current device holds the wgmma kernels' bodies. They exist only in
 // sm_90a code: a build with sm_80 (or plain sm_90) code for a 9.0 card compiles empty stubs in their

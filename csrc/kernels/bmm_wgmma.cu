@@ -73,19 +73,12 @@ __global__ void __launch_bounds__(kThreads, 1)
                      BmmArgs<T> p) {
 #ifdef AK_WGMMA_ENABLED
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  // 128-byte-swizzled TMA boxes need 1024-byte-aligned destinations.
-  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  unsigned char* smem = aligned_1024(smem_raw);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
   uint64_t* empty = full + kStages;
   const int warpgroup = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], 1);              // the producer's arrive (with the TMA byte count)
-      mbar_init(&empty[s], kConsumers);    // one arrive per consumer warpgroup
-    }
-    fence_barrier_init();
-  }
+  if (threadIdx.x == 0) init_ring(full, empty, kStages, 1, kConsumers);  // the producer; each consumer warpgroup
   __syncthreads();
 
   const int64_t tiles_m = (p.m + BM - 1) / BM, tiles_n = (p.n + BN - 1) / BN;
@@ -121,6 +114,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float d[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) d[i] = 0.0f;
+    fence_operands(d);
     for (int64_t kt = 0; kt < k_tiles; ++kt, ++step) {
       const int s = static_cast<int>(step % kStages);
       mbar_wait(&full[s], static_cast<unsigned>((step / kStages) & 1));
@@ -134,6 +128,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
       if (thread_in_group == 0) mbar_arrive(&empty[s]);
     }
+    fence_operands(d);  // the epilogue reads d only after the last wait
     // Epilogue. Accumulator layout (as mma.sync's m16n8, repeated along N): warp w holds rows
     // 16w + lane/4 (+8), registers 4j..4j+3 hold columns 8j + 2(lane%4) (+1) of those two rows.
     const int64_t row0 = tm * BM + consumer * 64 + warp * 16 + lane / 4;

@@ -55,6 +55,22 @@ __device__ __forceinline__ void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
+// One thread: the ring's "full" barriers (`full_count` arrivals: the producer's, with the bytes) and
+// "empty" barriers (`empty_count` arrivals: one per consumer warpgroup that reads the stage), fenced.
+// The caller then synchronises the threads (and the cluster) that use them.
+__device__ __forceinline__ void init_ring(uint64_t* full, uint64_t* empty, int stages, unsigned full_count,
+                                          unsigned empty_count) {
+  for (int s = 0; s < stages; ++s) {
+    mbar_init(&full[s], full_count);
+    mbar_init(&empty[s], empty_count);
+  }
+  fence_barrier_init();
+}
+// The block's dynamic shared memory from its first 1024-byte boundary (128B-swizzled TMA boxes and the
+// swizzle pattern of the wgmma descriptors need it; the kernels reserve the 1024 bytes).
+__device__ __forceinline__ unsigned char* aligned_1024(unsigned char* raw) {
+  return reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t{1023});
+}
 
 // ---- TMA (cp.async.bulk.tensor, PTX 9.7.9.25) ---------------------------------------------------
 // Load box (k, row, batch) of `map` into `dst`, completing `bar`'s transaction.
@@ -63,6 +79,16 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, int 
       "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], "
       "[%2];\n" ::"r"(smem_addr(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(k), "r"(row), "r"(batch)
+      : "memory");
+}
+// The same box into the same shared offset of every block of the cluster in `cta_mask`, each copy
+// completing the mbarrier at `bar`'s offset in its own block.
+__device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap* map, int k, int row, int batch,
+                                                   uint64_t* bar, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+      "[%1, {%3, %4, %5}], [%2], %6;\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(k), "r"(row), "r"(batch), "h"(cta_mask)
       : "memory");
 }
 // Store `src` as box (col, row, batch) of `map`; elements outside the tensor are not written (the
@@ -87,6 +113,24 @@ __device__ __forceinline__ void bulk_wait() {
 // Orders this thread's generic-proxy shared writes (stmatrix, st.shared) before later async-proxy
 // reads of them (a TMA store): each writer fences, then a barrier, then one thread issues the store.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// ---- clusters (PTX 9.7.13.2, 9.7.9.22; distributed shared memory) -------------------------------------
+// The shared::cluster address of `p`'s counterpart in the block of cluster rank `rank`.
+__device__ __forceinline__ unsigned mapa(const void* p, unsigned rank) {
+  unsigned out;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(out) : "r"(smem_addr(p)), "r"(rank));
+  return out;
+}
+// Arrive on an mbarrier of any block of the cluster (its shared::cluster address), releasing at cluster scope.
+__device__ __forceinline__ void mbar_arrive_cluster(unsigned cluster_addr) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_addr) : "memory");
+}
+// Every thread of every block of the cluster: the blocks' earlier accesses are visible to all after it.
+// Without .aligned: the kernels call it after warp-divergent code (one elected thread per warpgroup).
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
+}
 
 // ---- warp and warpgroup helpers -----------------------------------------------------------------
 // stmatrix x4 (PTX 9.7.16.5.16; the inverse of ldmatrix): lane l gives the address of row l%8 of
@@ -117,6 +161,15 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 __device__ __forceinline__ uint64_t matrix_descriptor(const void* tile) {
   const uint64_t addr = smem_addr(tile);
   return ((addr & 0x3FFFF) >> 4) | (uint64_t{16 >> 4} << 16) | (uint64_t{1024 >> 4} << 32) | (1ull << 62);
+}
+
+// Ties the accumulators to this point of the instruction stream: the compiler sees the wgmma results only
+// as the asm's "+f" operands, so without this it may move register math on them (the epilogue) above a
+// wgmma.wait_group, which has no register operands (CUTLASS: warpgroup_fence_operand).
+template <int N>
+__device__ __forceinline__ void fence_operands(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // ---- the persistent walk -------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "probe_output.h"
+
 #include "bmm_wgmma.cu"  // its anonymous-namespace helpers (mbarrier, TMA, descriptors, wgmma)
 #include "mma_sync_tile.cuh"
 
@@ -112,17 +114,6 @@ __global__ void wgmma_probe(const __grid_constant__ CUtensorMap map_a, const __g
 }  // namespace probe
 
 using namespace probe;
-
-template <typename V>
-void print(const char* name, const std::vector<V>& v) {
-  std::printf("%s", name);
-  for (const auto& x : v) std::printf(" %.9g", static_cast<double>(x));
-  std::printf("\n");
-}
-
-// Matrix element values the tests recompute: small integers, exact in bf16/fp16 products.
-float a_value(int m, int k) { return static_cast<float>((m * 3 + k * 5) % 7 - 3); }
-float b_value(int k, int n) { return static_cast<float>((k * 2 + n * 3) % 5 - 2); }
 
 uint32_t pack(float lo, float hi, bool bf16) {
   uint16_t l, h;

@@ -1,7 +1,7 @@
 // Unit probes of the executor's handlers for the PTX that bmm_wgmma_v2.cu adds: stmatrix, named
 // barriers, setmaxnreg, TMA stores with bulk groups, wgmma m64n256k16 and wgmma groups chained in
 // flight. Each runs on known inputs through the kernels' own wrappers (hopper_tma.cuh,
-// bmm_wgmma_v2.cu) and prints what each lane / byte ended up holding, or the executor's report;
+// wgmma_128x256.cuh) and prints what each lane / byte ended up holding, or the executor's report;
 // tests/test_emulator_ptx.py compares that with tables computed from the PTX ISA / CuTe layouts.
 // Compiled for the CPU executor only, never by nvcc.
 #include <cstdio>
@@ -9,12 +9,15 @@
 #include <string>
 #include <vector>
 
-#include "bmm_wgmma_v2.cu"  // its anonymous-namespace helpers (wgmma m64n256k16, wgmma_wait) and hopper_tma.cuh
+#include "probe_output.h"
+
+#include "wgmma_128x256.cuh"  // wgmma m64n256k16, wgmma_wait, pack2 (and hopper_tma.cuh)
 
 namespace probe {
 
 using namespace accelkernels;
 using namespace accelkernels::hopper;
+using namespace accelkernels::tile_128x256;
 
 // Lane l's register j holds elements (row l/4, columns 2(l%4), +1) of matrix j, whose value is
 // 64 j + 8 row + col; lane l gives the address of row l%8 of matrix l/8.
@@ -54,10 +57,14 @@ __global__ void bar_sync_probe(uint32_t* out, int mode) {
 
 // 384 threads: warpgroup 0 gives registers back (.dec to 40), warpgroups 1 and 2 ask for `inc` each.
 // At launch every thread has 168 (65536 / 384 in steps of 8): 40 + 2 x 232 adds up, 240 does not.
+// inc 1: warpgroup 0 ".dec" to 176, above its 168; inc 2: an .inc to 236, not a multiple of 8.
 __global__ void setmaxnreg_probe(uint32_t* out, int inc) {
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
-    setmaxnreg_dec<40>();
+    if (inc == 1) setmaxnreg_dec<176>();
+    else setmaxnreg_dec<40>();
+  } else if (inc == 2) {
+    setmaxnreg_inc<236>();
   } else if (inc == 232) {
     setmaxnreg_inc<232>();
   } else if (inc == 240) {
@@ -134,19 +141,37 @@ __global__ void wgmma256_probe(const __grid_constant__ CUtensorMap map_a, const 
   for (int i = 0; i < 128; ++i) out[threadIdx.x * 128 + i] = d[i];
 }
 
+// A cluster of two 32-thread blocks. Each block's thread 0 initialises `bar` (count 2: one arrive from
+// each block) and expects a 16 x 64 bf16 box; block 0 multicasts the box to both blocks (ctaMask 0b11);
+// each thread 0 arrives on both blocks' barriers through mapa; each block waits for its barrier and
+// copies its shared image out. mode 1: ctaMask names a block outside the cluster; mode 2: mapa of rank
+// 2; mode 3: no barrier.cluster between the inits and the remote arrives; mode 4: block 0 leaves at once,
+// with no barrier.cluster ordering the peer's arrive on its barrier before its exit.
+__global__ void cluster_probe(const __grid_constant__ CUtensorMap map, uint8_t* out, int mode) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* box = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* bar = reinterpret_cast<uint64_t*>(box + 16 * 128);
+  const unsigned rank = blockIdx.x % 2;
+  if (threadIdx.x == 0) {
+    mbar_init(bar, 2);
+    fence_barrier_init();
+  }
+  if (mode != 3) cluster_sync();
+  if (threadIdx.x == 0) {
+    mbar_expect_tx(bar, 16 * 128);  // this block's arrive, with the bytes the multicast brings
+    if (rank == 0) tma_load_multicast(box, &map, 0, 0, 0, bar, static_cast<uint16_t>(mode == 1 ? 0b101 : 0b11));
+    mbar_arrive_cluster(mapa(bar, (rank + 1) % 2));  // the peer's barrier
+  }
+  if (mode == 2 && threadIdx.x == 0) mapa(bar, 2);
+  if (mode == 4 && rank == 0) return;  // never observes the peer's arrive, and leaves without barrier.cluster
+  mbar_wait(bar, 0);
+  for (int i = threadIdx.x; i < 16 * 128; i += 32) out[rank * 16 * 128 + i] = box[i];
+  if (mode != 4) cluster_sync();
+}
+
 }  // namespace probe
 
 using namespace probe;
-
-template <typename V>
-void print(const char* name, const std::vector<V>& v) {
-  std::printf("%s", name);
-  for (const auto& x : v) std::printf(" %.9g", static_cast<double>(x));
-  std::printf("\n");
-}
-
-float a_value(int m, int k) { return static_cast<float>((m * 3 + k * 5) % 7 - 3); }
-float b_value(int k, int n) { return static_cast<float>((k * 2 + n * 3) % 5 - 2); }
 
 CUtensorMap bf16_map(const __nv_bfloat16* base, uint64_t cols, uint64_t rows, uint32_t box_rows) {
   return hopper::tensor_map(base, static_cast<int64_t>(rows), static_cast<int64_t>(cols), 1,
@@ -175,10 +200,29 @@ int main(int argc, char** argv) {
       ak_emu::register_global(c, sizeof(c), true, "c");
       const CUtensorMap map = bf16_map(c, 104, 40, 64);
       const int smem = 64 * 128 + 1024;
-      tma_store_probe<<<1, 128, smem>>>(map, 72, 8, mode);
+      if (mode == 4) tma_store_probe<<<1, 128, smem>>>(map, -8, -60, 0);  // above and left of the matrix
+      else tma_store_probe<<<1, 128, smem>>>(map, 72, 8, mode);
       std::vector<float> out(40 * 104);
       for (int i = 0; i < 40 * 104; ++i) out[i] = __bfloat162float(c[i]);
       print("c", out);
+    } else if (what == "cluster") {  // a 20 x 40 bf16 matrix, element (row, k) = row * 100 + k
+      alignas(16) static __nv_bfloat16 m[20 * 40];
+      for (int r = 0; r < 20; ++r)
+        for (int k = 0; k < 40; ++k) m[r * 40 + k] = __float2bfloat16_rn(static_cast<float>(r * 100 + k));
+      ak_emu::register_global(m, sizeof(m), false, "m");
+      const CUtensorMap map = hopper::tensor_map(m, 20, 40, 1, 40, 800, 16, 64, "probe");
+      std::vector<uint8_t> out(2 * 16 * 128);
+      cudaLaunchAttribute attribute[1];
+      attribute[0].id = cudaLaunchAttributeClusterDimension;
+      attribute[0].val.clusterDim.x = 2;
+      attribute[0].val.clusterDim.y = 1;
+      attribute[0].val.clusterDim.z = 1;
+      cudaFuncSetAttribute(cluster_probe, cudaFuncAttributeMaxDynamicSharedMemorySize, 16 * 128 + 2048);
+      const unsigned grid = mode == 5 ? 3 : 2;  // mode 5: a grid the cluster does not divide
+      cudaLaunchConfig_t config = {dim3(grid), dim3(32), 16 * 128 + 2048, nullptr, attribute, 1};
+      const cudaError_t error = cudaLaunchKernelEx(&config, cluster_probe, map, out.data(), mode);
+      if (error != cudaSuccess) std::printf("launch error\n");
+      print("image", out);
     } else if (what == "wgmma256") {
       alignas(16) static __nv_bfloat16 a[64 * 16], b[256 * 16];
       for (int m = 0; m < 64; ++m)
