@@ -103,6 +103,9 @@ ConvArgs<T> make_args(const Geometry& g, const at::Tensor& x, const at::Tensor& 
   return a;
 }
 
+// The wgmma/TMA convolution (sm_90a only; it writes y through TMA stores of a dense channels_last tensor).
+bool is_hopper_kernel(const ConvKernel& k) { return std::string(k.min_arch) == "9.0a"; }
+
 const ConvKernel& find_kernel(ConvPass pass, c10::string_view name, at::ScalarType dtype) {
   const char* op = conv_op_name(pass);
   const ConvKernel* k = find_conv_kernel(pass, name);
@@ -117,6 +120,15 @@ const ConvKernel& find_kernel(ConvPass pass, c10::string_view name, at::ScalarTy
     TORCH_CHECK(major >= 8, "accelkernels::", op, ": kernel '", k->name, "' needs compute capability 8.0+ ",
                 "(mma.sync with bf16, cp.async), this GPU is ", major, ".",
                 device_attribute(cudaDevAttrComputeCapabilityMinor));
+  }
+  if (is_hopper_kernel(*k)) {
+    const int major = device_attribute(cudaDevAttrComputeCapabilityMajor);
+    const int minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
+    TORCH_CHECK(major == 9 && minor == 0, "accelkernels::", op, ": kernel '", k->name, "' runs on compute "
+                "capability 9.0 (sm_90a) only, this GPU is ", major, ".", minor);
+    TORCH_CHECK(wgmma_code_present(), "accelkernels::", op, ": kernel '", k->name, "' needs sm_90a code, and this "
+                "build has none for this GPU: rebuild with TORCH_CUDA_ARCH_LIST=9.0a (or 8.0;9.0a), or use the "
+                "'implicit_gemm' kernel");
   }
   return *k;
 }
@@ -133,7 +145,8 @@ template <typename T>
 void run(const ConvKernel& kernel, ConvArgs<T> args, cudaStream_t stream) {
   const char* op = conv_op_name(kernel.pass);
   if (kernel.tensor_cores) {
-    const char* why = conv_implicit_gemm_unsupported_reason(args, kernel.pass);
+    const char* why = is_hopper_kernel(kernel) ? conv_wgmma_unsupported_reason(args)
+                                               : conv_implicit_gemm_unsupported_reason(args, kernel.pass);
     TORCH_CHECK_VALUE(why == nullptr, "accelkernels::", op, ": kernel '", kernel.name, "' cannot serve this ",
                       "problem: ", why, " (C=", args.c, ", K=", args.k, ", groups=", args.groups, ")");
   }
@@ -210,7 +223,9 @@ at::Tensor cuda_conv2d(const at::Tensor& input, const at::Tensor& weight, const 
     TORCH_CHECK_VALUE(groups == g.c && g.k % g.c == 0, "accelkernels::", op, ": kernel 'depthwise' needs groups == "
                       "input channels (", g.c, "), got groups=", groups);
 
-  at::Tensor y = dh::empty_output({g.n, g.k, g.p, g.q}, input.options(), format_of(channels_last_out), "y");
+  // The wgmma kernel stores y as a dense (N*P*Q, K) matrix: channels_last, converted after if asked.
+  const bool nhwc_y = is_hopper_kernel(kernel) || channels_last_out;
+  at::Tensor y = dh::empty_output({g.n, g.k, g.p, g.q}, input.options(), format_of(nhwc_y), "y");
   if (y.numel() == 0) return y;
   const at::Tensor x = kernel.tensor_cores ? channels_last(input) : input;
   const at::Tensor w = kernel.tensor_cores ? channels_last(weight) : weight;
@@ -221,7 +236,7 @@ at::Tensor cuda_conv2d(const at::Tensor& input, const at::Tensor& weight, const 
     args.bias = b.defined() ? reinterpret_cast<const T*>(b.data_ptr()) : nullptr;
     args.activation = act;
   });
-  return y;
+  return nhwc_y == channels_last_out ? y : y.contiguous(format_of(channels_last_out));
 }
 
 at::Tensor cuda_conv2d_input_grad(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,

@@ -94,9 +94,10 @@ def test_extension_build_info_and_registry():
                     "wgmma", "wgmma_v2", "wgmma_cluster"]
     conv = {(k["op"], k["name"]) for k in kernels if k["op"] != "cuda_bmm"}
     assert conv == {("cuda_conv2d", "direct"), ("cuda_conv2d", "depthwise"), ("cuda_conv2d", "implicit_gemm"),
+                    ("cuda_conv2d", "wgmma"),
                     ("cuda_conv2d_input_grad", "direct"), ("cuda_conv2d_input_grad", "implicit_gemm"),
                     ("cuda_conv2d_weight_grad", "direct"), ("cuda_conv2d_weight_grad", "implicit_gemm")}
-    assert all(k["tensor_cores"] == (k["name"] == "implicit_gemm") for k in kernels if k["op"] != "cuda_bmm")
+    assert all(k["tensor_cores"] == (k["name"] in ("implicit_gemm", "wgmma")) for k in kernels if k["op"] != "cuda_bmm")
     kernels = [k for k in kernels if k["op"] == "cuda_bmm"]
     by_name = {k["name"]: k for k in kernels}
     assert by_name["mma_sync"]["dtypes"] == "float16,bfloat16" and by_name["mma_sync"]["min_arch"] == "8.0"
@@ -142,7 +143,7 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     elfs = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True, check=True).stdout
     arch_list = status.module.build_info()["arch_list"]
     sources = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "csrc" / "kernels").glob("*.cu"))
-    assert len(sources) == 13, sources
+    assert len(sources) == 14, sources
     for sm, arch in (("sm_80", "8.0"), ("sm_90a", "9.0a")):
         if arch in arch_list.split(","):
             for source in sources:
@@ -185,6 +186,12 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
         for body in (body for name, body in functions.items() if "bmm_wgmma_cluster_kernel" in name):
             assert "UTMALDG.3D.MULTICAST" in body and "UCGABAR_ARV" in body and "UCGABAR_WAIT" in body
             assert "SYNCS.ARRIVE.TRANS64.RED.A1T0" in body
+        # the Hopper convolution: wgmma on im2col TMA loads of x, tiled TMA loads of the filter, TMA stores
+        conv = [body for name, body in functions.items() if "conv2d_wgmma_kernel" in name]
+        assert len(conv) == 2  # fp16, bf16
+        for body in conv:
+            assert "HGMMA.64x256x16.F32" in body and "UTMALDG.4D.IM2COL" in body and "UTMALDG.3D" in body
+            assert "UTMASTG.3D" in body and "USETMAXREG.DEALLOC.CTAPOOL 0x28" in body
     spills = [line for line in sass.splitlines() if re.search(r"\b(LDL|STL)\b", line)]
     assert not spills, f"local-memory traffic (register spills) in SASS: {spills[:3]}"
 

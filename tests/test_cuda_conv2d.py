@@ -172,6 +172,24 @@ def test_forward_kernel_against_float64(kernel, dtype, shape, layout):
     assert ours.is_contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
+@pytest.mark.parametrize("shape", [s for s in KERNEL_SHAPES if KERNEL_SHAPES[s][-1] == 1])  # groups 1
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@gpu
+def test_wgmma_forward_against_float64(dtype, shape, layout):
+    """The Hopper forward (im2col TMA + wgmma) on the card: compute capability 9.0 with sm_90a code only."""
+    _cuda_backend_or_skip()
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the wgmma/im2col-TMA convolution runs on compute capability 9.0 only")
+    (x, wt, b), (stride, padding, dilation, groups) = _kernel_case(shape, dtype, layout)
+    _poison()
+    ours = torch.ops.accelkernels.cuda_conv2d(x, wt, b, stride, padding, dilation, groups, "gelu", "wgmma",
+                                              layout == "nhwc")
+    theirs = F.gelu(F.conv2d(x, wt, b, stride, padding, dilation, groups))
+    ref = F.gelu(F.conv2d(x.double(), wt.double(), b.double(), stride, padding, dilation, groups))
+    assert_within_2x_torch_error(ours, theirs, ref, "wgmma")
+
+
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("multiplier", [1, 2])

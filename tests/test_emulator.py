@@ -294,6 +294,72 @@ def test_implicit_gemm_passes(emu, dtype, layout, geometry):
     conv_cases.check_against_float64(x, wt, b, dict(geometry, groups=1), "relu", backend="cuda")
 
 
+WGMMA_CONV_CASES = {  # (n, c, h, w, k, r, s, stride, padding, dilation)
+    "3x3_same": (2, 16, 9, 11, 24, 3, 3, (1, 1), (1, 1), (1, 1)),
+    "stem_7x7_s2": (1, 16, 13, 12, 72, 7, 7, (2, 2), (3, 3), (1, 1)),   # 72 channels: 40 of 64 in the 2nd block
+    "dilated": (2, 8, 10, 9, 16, 3, 3, (1, 1), (2, 2), (2, 2)),
+    "stride_3x2_filter_3x2": (1, 40, 6, 7, 8, 3, 2, (3, 2), (1, 0), (1, 1)),
+    "many_tiles": (3, 8, 17, 15, 264, 1, 3, (1, 1), (0, 1), (1, 1)),     # 765 pixels, 2 column tiles, 6 x 2 tiles
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("case", WGMMA_CONV_CASES.values(), ids=WGMMA_CONV_CASES.keys())
+def test_conv2d_wgmma_forward(emu, dtype, layout, case):
+    """The im2col-TMA + wgmma forward against the float64 oracle: padding, strides, dilation, channels past a
+    64-block, pixel tiles across images, bias and an activation, the output in the format asked for."""
+    n, c, h, w, k, r, s, stride, padding, dilation = case
+    x, wt, b = conv_cases.make_conv(n, c, h, w, k, r, s, 1, dtype, layout)
+    activation = {"3x3_same": "relu", "stem_7x7_s2": "gelu", "dilated": "silu"}.get(
+        next(name for name, v in WGMMA_CONV_CASES.items() if v == case), "none")
+    before = (x.clone(), wt.clone())
+    channels_last = layout == "nhwc"
+    ours = torch.ops.accelkernels.cuda_conv2d(x, wt, b, list(stride), list(padding), list(dilation), 1, activation,
+                                              "wgmma", channels_last)
+    act = ACTIVATIONS[activation]
+    theirs = act(torch.nn.functional.conv2d(x, wt, b, stride, padding, dilation))
+    ref = act(torch.nn.functional.conv2d(x.double(), wt.double(), b.double(), stride, padding, dilation))
+    assert_within_2x_torch_error(ours, theirs, ref, "conv2d wgmma")
+    assert ours.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.equal(x, before[0]) and torch.equal(wt, before[1])
+
+
+def test_conv2d_wgmma_choice_and_refusals(emu):
+    """backend="cuda" takes the wgmma forward on an emulated Hopper with sm_90a code for dense fp16/bf16
+    problems it can describe; groups, odd channels, strides over 8 stay on implicit_gemm or direct, and an
+    explicit request it cannot serve is refused with the reason."""
+    import accelkernels as ak
+    from accelkernels.backends import cuda_conv
+
+    x, wt, b = conv_cases.make_conv(1, 16, 8, 8, 16, 3, 3, 1, torch.bfloat16, "nhwc")
+    assert cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (1, 1), (1, 1), (1, 1), 1) is None
+    assert "groups" in cuda_conv.wgmma_conv_unsupported_reason(x, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2)
+    assert "strides" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (9, 1), (1, 1), (1, 1), 1)
+    assert "corner" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (1, 1), (129, 1), (1, 1), 1)
+    args = (x, wt.shape, (1, 1), (1, 1), (1, 1), 1)
+    choices = [cuda_conv.forward_kernel_for(*args)]
+    emu.configure(sm90a_code=False)
+    choices.append(cuda_conv.forward_kernel_for(*args))
+    emu.configure(sm90a_code=True, compute_capability=(8, 0))
+    choices.append(cuda_conv.forward_kernel_for(*args))
+    emu.configure(compute_capability=(9, 0))
+    assert choices == ["wgmma", "implicit_gemm", "implicit_gemm"]
+    assert cuda_conv.forward_kernel_for(x, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2) == "implicit_gemm"
+    assert_within_2x_torch_error(ak.conv2d(x, wt, b, padding=1, backend="cuda"),
+                                 torch.nn.functional.conv2d(x, wt, b, padding=1),
+                                 torch.nn.functional.conv2d(x.double(), wt.double(), b.double(), padding=1))
+    xg, wg, bg = conv_cases.make_conv(1, 16, 8, 8, 16, 3, 3, 2, torch.bfloat16, "nhwc")
+    with pytest.raises(ValueError, match="kernel 'wgmma' cannot serve this problem: groups must be 1"):
+        torch.ops.accelkernels.cuda_conv2d(xg, wg, bg, [1, 1], [1, 1], [1, 1], 2, "none", "wgmma", True)
+    emu.configure(sm90a_code=False)
+    try:
+        with pytest.raises(RuntimeError, match="kernel 'wgmma' needs sm_90a code"):
+            torch.ops.accelkernels.cuda_conv2d(x, wt, b, [1, 1], [1, 1], [1, 1], 1, "none", "wgmma", True)
+    finally:
+        emu.configure(sm90a_code=True)
+
+
 def test_stride_phase_no_tap_reaches(emu):
     """1x1 filter, stride 2: three of the four input-gradient phases receive no tap (zeros)."""
     x, wt, b = conv_cases.make_conv(1, 16, 8, 8, 8, 1, 1, 1, torch.float16, "nhwc", bias=False)

@@ -17,6 +17,7 @@ from accelkernels.emulator import build
 pytestmark = pytest.mark.emulated
 
 HARNESS = Path(__file__).parent / "emulator" / "gemm_harness.cpp"
+HARNESSES = {"conv2d_wgmma": Path(__file__).parent / "emulator" / "conv_harness.cpp"}  # the rest: HARNESS
 LAUNCHERS = {  # kernel file -> (launcher, element type)
     "bmm_naive": ("launch_bmm_naive_f32", "float"),
     "bmm_warptile": ("launch_bmm_warptile_f32", "float"),
@@ -24,6 +25,7 @@ LAUNCHERS = {  # kernel file -> (launcher, element type)
     "bmm_wgmma": ("launch_bmm_wgmma_bf16", "__nv_bfloat16"),
     "bmm_wgmma_v2": ("launch_bmm_wgmma_v2_bf16", "__nv_bfloat16"),
     "bmm_wgmma_cluster": ("launch_bmm_wgmma_cluster_bf16", "__nv_bfloat16"),
+    "conv2d_wgmma": ("launch_conv2d_wgmma<__nv_bfloat16>", "__nv_bfloat16"),
 }
 PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
     "bmm_naive": "1 33 17 19 1 0 2",
@@ -33,6 +35,8 @@ PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
     "bmm_wgmma": "1 130 70 600 1 1 1",
     "bmm_wgmma_v2": "1 130 264 600 1 1 1",  # one SM walks 4 tiles of 128x256, 10 K tiles each
     "bmm_wgmma_cluster": "1 300 264 200 1 1 2",  # one cluster of 2 walks 4 tile pairs, the last pair half outside M
+    "conv2d_wgmma": "2 72 21 23 24 3 3 2 1 1 2",  # n c h w k r s stride pad dilation sms: 2 channel blocks, stride 2,
+                                                  # 264 pixels: tiles that start inside an image
 }
 
 # (id, file, text, replacement, kernel file, problem)
@@ -112,6 +116,17 @@ DEFECTS = [
     ("cluster barrier left out before exit", "bmm_wgmma_cluster.cu",
      "  cluster_sync();  // neither block leaves while the other may still reach its shared memory", "",
      "bmm_wgmma_cluster", "bmm_wgmma_cluster"),
+    # conv2d_wgmma: the im2col copies
+    ("im2col offsets of the filter tap swapped", "conv2d_wgmma.cu",
+     "static_cast<uint16_t>(t * a.dil_w), static_cast<uint16_t>(r * a.dil_h)",
+     "static_cast<uint16_t>(r * a.dil_h), static_cast<uint16_t>(t * a.dil_w)", "conv2d_wgmma", "conv2d_wgmma"),
+    ("im2col bounding box without the padding", "hopper_tma.cuh",
+     "const int lower[2] = {static_cast<int>(-pad_w), static_cast<int>(-pad_h)};", "const int lower[2] = {0, 0};",
+     "conv2d_wgmma", "conv2d_wgmma"),
+    ("tile's first input position without the stride", "conv2d_wgmma.cu",
+     "(pq / a.q) * a.stride_h - a.pad_h", "(pq / a.q) - a.pad_h", "conv2d_wgmma", "conv2d_wgmma"),
+    ("filter box one tap off", "conv2d_wgmma.cu", "static_cast<int>(tap), static_cast<int>(tn * BN)",
+     "static_cast<int>(tap + 1), static_cast<int>(tn * BN)", "conv2d_wgmma", "conv2d_wgmma"),
     ("out-of-bounds epilogue store", "epilogue.cuh", "if (row < p.m && col < p.n)", "if (row <= p.m && col < p.n)",
      "bmm_mma_sync", "bmm_mma_sync"),
     ("missing __syncthreads after a shared-tile refill (SIMT)", "bmm_warptile.cu",
@@ -133,7 +148,7 @@ def asan_toolchain(tmp_path_factory):
 def compile_kernel(tools: Toolchain, kernels_dir: Path, kernel: str, out: Path) -> Path:
     launcher, element = LAUNCHERS[kernel]
     return tools.program(kernels_dir / f"{kernel}.cu", out, kernels_dir, defines=(f"AK_LAUNCH={launcher}", f"AK_T={element}"),
-                         extra_sources=(HARNESS,))
+                         extra_sources=(HARNESSES.get(kernel, HARNESS),))
 
 
 def run(exe: Path, problem: str) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from emulator_tools import Toolchain
 
 pytestmark = pytest.mark.emulated
@@ -126,8 +127,9 @@ def probe_sm90(tmp_path_factory):
     tools = Toolchain(tmp_path_factory.mktemp("ptx_sm90"))
     exe = tools.program(PROBE_SM90, tools.root / "ptx_probe_sm90")
 
-    def run(what: str, mode: int = 0) -> dict[str, np.ndarray] | str:
-        done = subprocess.run([str(exe), what, str(mode)], capture_output=True, text=True, timeout=120, check=False)
+    def run(what: str, mode: int | str = 0) -> dict[str, np.ndarray] | str:
+        done = subprocess.run([str(exe), what, *str(mode).split()], capture_output=True, text=True, timeout=120,
+                              check=False)
         if done.returncode == 2:
             assert done.stdout.startswith("REPORT "), done.stdout + done.stderr
             return done.stdout
@@ -255,3 +257,35 @@ def test_cluster_multicast_remote_arrive_and_barrier(probe_sm90):
     assert ("block exits while its cluster may still reach its shared memory" in early_exit
             or "access to an exited block's shared memory" in early_exit)
     assert "must hold 1 to 8 blocks" in probe_sm90("cluster", 5)
+
+
+
+@pytest.mark.parametrize("n,h,w,c,r,s,stride,pad,dil,tap,m0", [
+    (2, 7, 9, 40, 3, 3, 1, 1, 1, (2, 0), 5),     # padding, 40 of 64 channels (the rest zero), rows wrap
+    (2, 11, 10, 64, 7, 7, 2, 3, 1, (6, 6), 20),  # the stem's geometry: stride 2, padding 3, the last tap
+    (1, 9, 8, 16, 3, 3, 1, 2, 2, (1, 2), 0),     # dilation 2 ("same" padding)
+    (2, 5, 6, 8, 1, 1, 1, 0, 1, (0, 0), 50),     # a 1x1: 60 pixels in all, the column runs past the last image
+    (3, 6, 7, 24, 3, 2, 3, 1, 1, (0, 1), 3),     # stride 3, a 3x2 filter
+])
+def test_im2col_tma_against_an_independent_im2col(probe_sm90, n, h, w, c, r, s, stride, pad, dil, tap, m0):
+    """An im2col TMA copy (PTX tensor im2col mode, map from cuTensorMapEncodeIm2col) of 32 output pixels x
+    64 channels for one filter tap equals torch's unfold of the same input, column for column: padding and
+    channels past C zero-filled, the traversal wrapping rows and images, pixels past N*P*Q zero."""
+    x = torch.tensor([[[[(7 * i + 5 * y + 3 * xx + ch) % 97 - 48 for ch in range(c)] for xx in range(w)]
+                       for y in range(h)] for i in range(n)], dtype=torch.float64).permute(0, 3, 1, 2)
+    cols = torch.nn.functional.unfold(x, (r, s), dilation=dil, padding=pad, stride=stride)  # (N, C*R*S, P*Q)
+    pq = cols.shape[2]
+    expect = np.zeros((32, 64))
+    for j in range(32):
+        m = m0 + j
+        if m // pq < n:
+            expect[j, :c] = cols[m // pq, :, m % pq].reshape(c, r, s)[:, tap[0], tap[1]].numpy()
+    args = " ".join(map(str, (n, h, w, c, r, s, stride, pad, dil, tap[0], tap[1], m0)))
+    img = probe_sm90("im2col", args)["image"].astype(np.uint8).view(np.uint16)
+    got = np.zeros((32, 64))
+    for row in range(32):
+        for k in range(64):
+            chunk, within = k * 2 // 16, k * 2 % 16
+            bits = np.array([img[(row * 128 + ((chunk ^ (row % 8)) * 16) + within) // 2]], dtype=np.uint16)
+            got[row, k] = (bits.astype(np.uint32) << 16).view(np.float32)[0]
+    assert np.array_equal(got, expect)

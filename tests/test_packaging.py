@@ -26,7 +26,8 @@ from accelkernels import _build_config
 from accelkernels.emulator import build as emulator_build
 
 REPO = Path(__file__).resolve().parent.parent
-KERNEL_NAMES = ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync", "wgmma"]
+KERNEL_NAMES = ["naive", "smem_tiled", "blocktile_1d", "blocktile_2d", "vectorized", "warptile", "mma_sync", "wgmma",
+                "wgmma_v2", "wgmma_cluster"]
 
 
 def _checkout_files() -> list[str]:
@@ -154,4 +155,4 @@ def test_compile_on_first_use_from_the_installed_wheel(venv_python, tmp_path):
     result = _run_in(venv_python, code, tmp_path, timeout=1500, TORCH_EXTENSIONS_DIR=str(tmp_path / "cache"),
                      MAX_JOBS=os.environ.get("MAX_JOBS", "2"), PATH=path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"8.0 {KERNEL_NAMES} 15" in result.stdout  # + the 7 conv2d kernels
+    assert f"8.0 {KERNEL_NAMES} 18" in result.stdout  # + the 8 conv2d kernels

@@ -2,6 +2,8 @@
 
     forward      1x1, stride 1, no padding, groups 1 -> the GEMM kernels (cuda_bmm) on pixel views
                  groups = C (depthwise)              -> "depthwise"
+                 fp16/bf16 on compute capability 9.0 with sm_90a code, groups 1, C and K % 8, strides
+                 1..8, padding the im2col map can hold -> "wgmma" (im2col TMA + wgmma)
                  fp16/bf16, channels per group % 8   -> "implicit_gemm" (tensor cores, sm_80+)
                  everything else                     -> "direct" (SIMT, any dtype and argument)
     input_grad   1x1 as above -> GEMM; tensor-core eligible -> "implicit_gemm"; else "direct"
@@ -22,6 +24,7 @@ from .cuda_gemm import (
     device_capability,
     gemm_kernel_for,
     gemm_unsupported_reason,
+    wgmma_code_present,
 )
 
 TENSOR_CORE_DTYPES = (torch.float16, torch.bfloat16)
@@ -43,6 +46,40 @@ def conv_kernel_for(pass_: str, dtype: torch.dtype, channels: int, out_channels:
     if tensor_cores_serve(dtype, channels, out_channels, groups, capability):
         return "implicit_gemm"
     return "direct"
+
+
+def wgmma_conv_unsupported_reason(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str | None:
+    """Why the wgmma/im2col-TMA forward kernel cannot serve this problem, or None. Mirrors
+    csrc/kernels/conv_args.h (conv_wgmma_unsupported_reason), less the layouts, which the host makes
+    dense channels_last."""
+    _, c, h, w = x.shape
+    k, _, r, s = weight_shape
+    if x.dtype not in TENSOR_CORE_DTYPES:
+        return f"{x.dtype} is not float16/bfloat16"
+    if groups != 1:
+        return "groups must be 1"
+    if c % 8 or k % 8:
+        return "input and output channels must be multiples of 8"
+    if not all(1 <= st <= 8 for st in stride):
+        return "strides must be 1..8 (the im2col map's traversal strides)"
+    p = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    q = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    upper = ((p - 1) * stride[0] + 1 - h - padding[0], (q - 1) * stride[1] + 1 - w - padding[1])
+    if not all(-128 <= corner <= 127 for corner in (-padding[0], -padding[1], *upper)):
+        return "padding or output geometry outside the im2col map's corner range (-128..127)"
+    if dilation[0] * (r - 1) > 65535 or dilation[1] * (s - 1) > 65535:
+        return "filter taps beyond the 16-bit im2col offsets"
+    return None
+
+
+def forward_kernel_for(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str:
+    """The forward kernel of a non-GEMM problem: on compute capability 9.0 with sm_90a code, the wgmma
+    kernel where it serves (the newer step of the tensor-core ladder), else conv_kernel_for's choice."""
+    kernel = conv_kernel_for("forward", x.dtype, x.shape[1], weight_shape[0], groups, device_capability(x))
+    if (kernel == "implicit_gemm" and device_capability(x) == (9, 0) and wgmma_code_present(x)
+            and wgmma_conv_unsupported_reason(x, weight_shape, stride, padding, dilation, groups) is None):
+        return "wgmma"
+    return kernel
 
 
 def _gemm_rows(t: torch.Tensor) -> torch.Tensor | None:
@@ -73,7 +110,7 @@ def forward(x, weight, bias, stride, padding, dilation, groups, activation, chan
             out = _gemm(a3, b3, bias, activation)
             if out is not None:
                 return _as_image(out, n, h, w)
-    kernel = conv_kernel_for("forward", x.dtype, c, k, groups, device_capability(x))
+    kernel = forward_kernel_for(x, weight.shape, stride, padding, dilation, groups)
     return torch.ops.accelkernels.cuda_conv2d(x, weight, bias, list(stride), list(padding), list(dilation), groups,
                                               activation, kernel, channels_last)
 

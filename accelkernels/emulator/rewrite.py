@@ -38,6 +38,7 @@ KNOWN_PTX = frozenset({
     "fence.proxy.async.shared::cta",
     "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
     "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster",
+    "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes",
     "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group",
     "mapa.shared::cluster.u32",
     "mbarrier.arrive.release.cluster.shared::cluster.b64",

@@ -24,6 +24,9 @@ struct Packed {
   uint16_t box[5];
   uint8_t element_strides[5];
   uint8_t rank, esize, dtype, interleave, swizzle, oob;
+  uint8_t im2col;
+  int16_t lower[3], upper[3];
+  uint16_t channels_per_pixel, pixels_per_column;
 };
 #pragma pack(pop)
 static_assert(sizeof(Packed) <= sizeof(CUtensorMap), "fits the opaque bytes");
@@ -46,8 +49,10 @@ int element_size(CUtensorMapDataType t) {
   }
 }
 
+thread_local const char* g_encoder = "cuTensorMapEncodeTiled";
+
 CUresult refuse(const std::string& why) {
-  g_last_error = "cuTensorMapEncodeTiled: " + why;
+  g_last_error = std::string(g_encoder) + ": " + why;
   return CUDA_ERROR_INVALID_VALUE;
 }
 
@@ -56,6 +61,7 @@ CUresult encode_tiled(CUtensorMap* map, CUtensorMapDataType dtype, cuuint32_t ra
                       CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion,
                       CUtensorMapFloatOOBfill oob) {
   g_last_error.clear();
+  g_encoder = "cuTensorMapEncodeTiled";
   if (reinterpret_cast<uintptr_t>(map) % 64) return refuse("tensorMap must be 64-byte aligned");
   const int esize = element_size(dtype);
   if (esize == 0) return refuse("tensorDataType " + std::to_string(dtype) + " is not emulated");
@@ -103,6 +109,62 @@ CUresult encode_tiled(CUtensorMap* map, CUtensorMapDataType dtype, cuuint32_t ra
   return CUDA_SUCCESS;
 }
 
+// cuTensorMapEncodeIm2col (cuda.h's doc comment): rank 3..5, spatial corner offsets in [-32768, 32767],
+// [-128, 127] or [-16, 15] for rank 3, 4, 5, a bounding box of non-zero size, channelsPerPixel <= 256,
+// pixelsPerColumn <= 1024, element strides 1..8 (that of C ignored); the rest as for tiled maps, with
+// the box being pixelsPerColumn rows of channelsPerPixel elements.
+CUresult encode_im2col(CUtensorMap* map, CUtensorMapDataType dtype, cuuint32_t rank, void* address, const cuuint64_t* dims,
+                       const cuuint64_t* strides, const int* lower, const int* upper, cuuint32_t channels_per_pixel,
+                       cuuint32_t pixels_per_column, const cuuint32_t* element_strides, CUtensorMapInterleave interleave,
+                       CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob) {
+  g_last_error.clear();
+  g_encoder = "cuTensorMapEncodeIm2col";
+  if (rank < 3 || rank > 5) return refuse("tensorRank must be 3, 4 or 5, got " + std::to_string(rank));
+  const int spatial = static_cast<int>(rank) - 2;
+  const int limit = rank == 3 ? 32768 : rank == 4 ? 128 : 16;
+  for (int i = 0; i < spatial; ++i) {
+    for (int v : {lower[i], upper[i]})
+      if (v < -limit || v > limit - 1)
+        return refuse("pixel box corner offset " + std::to_string(v) + " outside [" + std::to_string(-limit) + ", " +
+                      std::to_string(limit - 1) + "] for rank " + std::to_string(rank));
+    if (static_cast<int64_t>(dims[i + 1]) + upper[i] - lower[i] <= 0)
+      return refuse("the bounding box has no area along spatial dimension " + std::to_string(i));
+  }
+  if (channels_per_pixel == 0 || channels_per_pixel > 256)
+    return refuse("channelsPerPixel must be 1..256, got " + std::to_string(channels_per_pixel));
+  if (pixels_per_column == 0 || pixels_per_column > 1024)
+    return refuse("pixelsPerColumn must be 1..1024, got " + std::to_string(pixels_per_column));
+  // The checks a tiled map makes, on a box of (channelsPerPixel, 1, ...): boxDim[0] is the inner row.
+  cuuint32_t box[5] = {channels_per_pixel, 1, 1, 1, 1};
+  cuuint32_t strides_for_tiled[5] = {1, 1, 1, 1, 1};
+  for (cuuint32_t d = 0; d < rank; ++d) {
+    if (element_strides[d] == 0 || element_strides[d] > 8)
+      return refuse("elementStrides[" + std::to_string(d) + "] must be 1..8, got " + std::to_string(element_strides[d]));
+  }
+  const CUresult tiled = encode_tiled(map, dtype, rank, address, dims, strides, box, strides_for_tiled, interleave,
+                                      swizzle, l2, oob);
+  g_encoder = "cuTensorMapEncodeIm2col";
+  if (tiled != CUDA_SUCCESS) {
+    g_last_error = "cuTensorMapEncodeIm2col" + g_last_error.substr(g_last_error.find(':'));
+    return tiled;
+  }
+  Packed p;
+  std::memcpy(&p, map, sizeof(p));
+  p.im2col = 1;
+  for (int i = 0; i < spatial; ++i) {
+    p.lower[i] = static_cast<int16_t>(lower[i]);
+    p.upper[i] = static_cast<int16_t>(upper[i]);
+  }
+  for (cuuint32_t d = 0; d < rank; ++d) p.element_strides[d] = static_cast<uint8_t>(element_strides[d]);
+  p.box[0] = static_cast<uint16_t>(channels_per_pixel);
+  p.box[1] = static_cast<uint16_t>(pixels_per_column);
+  for (cuuint32_t d = 2; d < rank; ++d) p.box[d] = 1;
+  p.channels_per_pixel = static_cast<uint16_t>(channels_per_pixel);
+  p.pixels_per_column = static_cast<uint16_t>(pixels_per_column);
+  std::memcpy(map, &p, sizeof(p));
+  return CUDA_SUCCESS;
+}
+
 }  // namespace
 
 const std::string& last_tensor_map_error() { return g_last_error; }
@@ -127,6 +189,13 @@ bool decode_tensor_map(const void* map, TensorMapFields* out, std::string* why) 
   out->interleave = static_cast<CUtensorMapInterleave>(p.interleave);
   out->swizzle = static_cast<CUtensorMapSwizzle>(p.swizzle);
   out->oob_fill = static_cast<CUtensorMapFloatOOBfill>(p.oob);
+  out->im2col = p.im2col != 0;
+  for (int i = 0; i < 3; ++i) {
+    out->lower[i] = p.lower[i];
+    out->upper[i] = p.upper[i];
+  }
+  out->channels_per_pixel = p.channels_per_pixel;
+  out->pixels_per_column = p.pixels_per_column;
   return true;
 }
 
@@ -163,6 +232,11 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsi
                                              cudaDriverEntryPointQueryResult* status) {
   if (std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0 && version >= 12000) {
     *fn = reinterpret_cast<void*>(&ak_emu::encode_tiled);
+    if (status) *status = cudaDriverEntryPointSuccess;
+    return cudaSuccess;
+  }
+  if (std::strcmp(symbol, "cuTensorMapEncodeIm2col") == 0 && version >= 12000) {
+    *fn = reinterpret_cast<void*>(&ak_emu::encode_im2col);
     if (status) *status = cudaDriverEntryPointSuccess;
     return cudaSuccess;
   }

@@ -8,6 +8,7 @@
 // A template with an instruction that is not handled here is an error naming it (the build's
 // rewriter refuses it first: accelkernels/emulator/rewrite.py KNOWN_PTX).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -115,6 +116,7 @@ const std::map<std::string, std::string>& forms() {
       {"fence.proxy.async.shared::cta", ""},
       {"cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes", "ATA"},
       {"cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster", "ATAX"},
+      {"cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes", "ATAV"},
       {"cp.async.bulk.tensor.3d.global.shared::cta.bulk_group", "TA"},
       {"mapa.shared::cluster.u32", "SXX"},
       {"mbarrier.arrive.release.cluster.shared::cluster.b64", "_A"},
@@ -504,9 +506,14 @@ void tma_load(const Instr& in, const Regs& r) {
   if (!decode_tensor_map(reinterpret_cast<const void*>(map_addr), &tm, &why)) fail("invalid tensor map", why);
   if (tm.rank != static_cast<int>(in.args[1].slots.size()))
     fail("TMA rank mismatch", "a " + std::to_string(in.args[1].slots.size()) + "-D copy with a rank-" + std::to_string(tm.rank) + " map");
+  const bool im2col = in.op.find(".im2col.") != std::string::npos;
+  if (im2col != tm.im2col)
+    fail("TMA mode mismatch", std::string(im2col ? "an im2col copy with a tiled map" : "a tiled copy with an im2col map") +
+                                  " (cuTensorMapEncodeTiled / cuTensorMapEncodeIm2col)");
   const size_t align = tm.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 1024 : 128;
   size_t box_elems = 1;
   for (int d = 0; d < tm.rank; ++d) box_elems *= tm.box[d];
+  if (im2col) box_elems = size_t{tm.pixels_per_column} * tm.channels_per_pixel;
   const size_t bytes = box_elems * tm.esize;
   shared_ptr(dst, bytes, align, "TMA destination");
   if (overlaps_mbarrier(dst, bytes)) fail("TMA over a live mbarrier", "destination " + hexs(dst));
@@ -514,6 +521,21 @@ void tma_load(const Instr& in, const Regs& r) {
   if (!m.fenced) fail("mbarrier misuse", "TMA completes on shared " + hexs(bar) + " before fence.mbarrier_init made its init visible");
   int64_t coord[5] = {};
   for (int d = 0; d < tm.rank; ++d) coord[d] = static_cast<int32_t>(static_cast<uint32_t>(r.get(in.args[1].slots[d])));
+  std::array<int64_t, 3> offsets{};  // im2col: the filter tap's offset per spatial dimension (W first), u16
+  if (im2col) {
+    const int spatial = tm.rank - 2;
+    if (static_cast<int>(in.args[3].slots.size()) != spatial)
+      fail("TMA im2col misuse", "a rank-" + std::to_string(tm.rank) + " im2col copy takes " + std::to_string(spatial) +
+                                    " im2col offsets, got " + std::to_string(in.args[3].slots.size()));
+    for (int i = 0; i < spatial; ++i) {
+      offsets[i] = static_cast<int64_t>(r.get(in.args[3].slots[i]) & 0xFFFF);
+      // The traversal starts at a base position inside the bounding box (PTX: tensor im2col mode).
+      if (coord[i + 1] < tm.lower[i] || coord[i + 1] >= static_cast<int64_t>(tm.dims[i + 1]) + tm.upper[i])
+        fail("TMA im2col misuse", "the start coordinate " + std::to_string(coord[i + 1]) + " of spatial dimension " +
+                                      std::to_string(i) + " lies outside the bounding box [" + std::to_string(tm.lower[i]) +
+                                      ", " + std::to_string(static_cast<int64_t>(tm.dims[i + 1]) + tm.upper[i]) + ")");
+    }
+  }
   const int agent = b.tma_agent(b.tma_next_agent++ % kTmaAgents);
   shadow_write(dst, bytes, agent, f.vc, "TMA load", f.gid);
   std::memset(b.arena + dst, 0xFF, bytes);
@@ -524,30 +546,57 @@ void tma_load(const Instr& in, const Regs& r) {
                         std::max(1, settings().tma_delay);
   t.bar_phase = m.phase;
   t.issuer = &f;
-  t.land = [tm, coord0 = coord[0], coord1 = coord[1], coord2 = coord[2], dst, bar, bytes, agent, phase = m.phase,
-            vc = f.vc]() mutable {
+  t.land = [tm, coord0 = coord[0], coord1 = coord[1], coord2 = coord[2], coord3 = coord[3], coord4 = coord[4], offsets,
+            dst, bar, bytes, agent, phase = m.phase, vc = f.vc]() mutable {
     Block& bb = block();
     const int64_t c[3] = {coord0, coord1, coord2};
-    for (uint32_t i2 = 0; i2 < (tm.rank > 2 ? tm.box[2] : 1); ++i2)
+    auto swizzled = [&](uint32_t a) {
+      return tm.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? a ^ (((a >> 7) & 7) << 4) : a;  // chunk c of line r -> c ^ (r % 8)
+    };
+    auto copy_element = [&](uint32_t a, const int64_t* g) {  // g: the element's coordinates, dimension 0 first
+      uint8_t* out = bb.arena + swizzled(a);
+      bool inside = true;
+      for (int d = 0; d < tm.rank; ++d) inside = inside && g[d] >= 0 && g[d] < static_cast<int64_t>(tm.dims[d]);
+      if (!inside) {
+        std::memset(out, 0, tm.esize);
+        return;
+      }
+      uint64_t off = g[0] * tm.esize;
+      for (int d = 1; d < tm.rank; ++d) off += g[d] * tm.strides[d - 1];
+      const uint8_t* src = static_cast<const uint8_t*>(tm.address) + off;
+      if (!global_readable(src, tm.esize, nullptr))
+        fail("out-of-bounds global access", "a TMA box element at " + hexs(reinterpret_cast<uintptr_t>(src)) +
+                                                " lies outside every tensor passed to the launch (tensor map dims/strides)");
+      std::memcpy(out, src, tm.esize);
+    };
+    if (tm.im2col) {
+      // Pixel j of the column: base position (W, H, D) stepping by the element strides from the start,
+      // W fastest, wrapping to the lower corner at the bounding box's upper end, then to the next image;
+      // it loads channels [c0, c0 + channelsPerPixel) at base + offsets, zeros outside the tensor.
+      const int spatial = tm.rank - 2;
+      int64_t base[3] = {coord1, coord2, coord3};
+      int64_t image = std::array<int64_t, 5>{coord0, coord1, coord2, coord3, coord4}[tm.rank - 1];
+      for (uint32_t j = 0; j < tm.pixels_per_column; ++j) {
+        int64_t g[5] = {};
+        for (int i = 0; i < spatial; ++i) g[i + 1] = base[i] + offsets[i];
+        g[tm.rank - 1] = image;
+        for (uint32_t e = 0; e < tm.channels_per_pixel; ++e) {
+          g[0] = coord0 + e;
+          copy_element(dst + static_cast<uint32_t>((j * tm.channels_per_pixel + e) * tm.esize), g);
+        }
+        for (int i = 0; i < spatial; ++i) {
+          base[i] += tm.element_strides[i + 1];
+          if (base[i] < static_cast<int64_t>(tm.dims[i + 1]) + tm.upper[i]) break;
+          base[i] = tm.lower[i];
+          if (i == spatial - 1) image += 1;
+        }
+      }
+    }
+    for (uint32_t i2 = 0; !tm.im2col && i2 < (tm.rank > 2 ? tm.box[2] : 1); ++i2)
       for (uint32_t i1 = 0; i1 < (tm.rank > 1 ? tm.box[1] : 1); ++i1)
-        for (uint32_t i0 = 0; i0 < tm.box[0]; ++i0) {
+        for (uint32_t i0 = 0; i0 < tm.box[0]; ++i0) {  // dense image, dimension 0 fastest
           const int64_t g[3] = {c[0] + i0, c[1] + i1, c[2] + i2};
-          bool inside = true;
-          for (int d = 0; d < tm.rank; ++d) inside = inside && g[d] >= 0 && g[d] < static_cast<int64_t>(tm.dims[d]);
-          uint32_t a = dst + static_cast<uint32_t>(((i2 * (tm.rank > 1 ? tm.box[1] : 1) + i1) * tm.box[0] + i0) * tm.esize);
-          if (tm.swizzle == CU_TENSOR_MAP_SWIZZLE_128B) a ^= ((a >> 7) & 7) << 4;  // 16-B chunk c of line r -> c ^ (r % 8)
-          uint8_t* out = bb.arena + a;
-          if (!inside) {
-            std::memset(out, 0, tm.esize);
-            continue;
-          }
-          uint64_t off = g[0] * tm.esize;
-          for (int d = 1; d < tm.rank; ++d) off += g[d] * tm.strides[d - 1];
-          const uint8_t* src = static_cast<const uint8_t*>(tm.address) + off;
-          if (!global_readable(src, tm.esize, nullptr))
-            fail("out-of-bounds global access", "a TMA box element at " + hexs(reinterpret_cast<uintptr_t>(src)) +
-                                                    " lies outside every tensor passed to the launch (tensor map dims/strides)");
-          std::memcpy(out, src, tm.esize);
+          copy_element(dst + static_cast<uint32_t>(((i2 * (tm.rank > 1 ? tm.box[1] : 1) + i1) * tm.box[0] + i0) * tm.esize), g);
         }
     const uint32_t clock = ++bb.tma_clock[agent - bb.agent_base - bb.nthreads];
     shadow_land(dst, bytes, agent, clock);

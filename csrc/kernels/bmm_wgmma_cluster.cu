@@ -41,20 +41,11 @@ namespace {
 
 using namespace tile_128x256;
 
+// The tile, ring and register split: wgmma_128x256.cuh (kGroupM counts tile-row pairs here).
 constexpr int kCluster = 2;  // blocks per cluster, along M
-constexpr int kStages = 4;
-constexpr int kThreads = (1 + kConsumers) * 128;
-constexpr int kATileBytes = BM * BK * 2, kBTileBytes = BN * BK * 2;  // 16 KB + 32 KB
 constexpr int kBHalfRows = BN / kCluster, kBHalfBytes = kBTileBytes / kCluster;  // what each block loads of B
-constexpr int kStageBytes = kATileBytes + kBTileBytes;
-constexpr int kSmemBytes = kStages * kStageBytes + kEpilogueBytes + 1024 + 2 * kStages * 8;  // + alignment, mbarriers
-constexpr int kProducerRegs = 40, kConsumerRegs = 232;
-[[maybe_unused]] constexpr int kGroupM = 8;  // tile-row pairs per group of the persistent walk
 constexpr const char* kWho = "accelkernels wgmma_cluster";
 static_assert(kBHalfBytes % 1024 == 0, "each half of B starts on a 1024-byte swizzle atom");
-static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory a block may have");
-static_assert((kProducerRegs + kConsumers * kConsumerRegs) * 128 <= (65536 / kThreads) / 8 * 8 * kThreads,
-              "the register split does not add up");
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -114,7 +105,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                                        for (unsigned r = 0; r < kCluster; ++r)
                                                          mbar_arrive_cluster(mapa(&empty[stage], r));
                                                      });
-      store_tile(p, &map_c, staging, d, consumer, thread_in_group, b, tm, tn);
+      store_tile(Epilogue<T>{p.bias, p.n, p.activation}, &map_c, staging, d, consumer, thread_in_group, b, tm, tn);
     }
     if (thread_in_group == 0) bulk_wait<0>();  // the last stores have read the staging buffers and written C
   }

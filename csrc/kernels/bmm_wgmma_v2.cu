@@ -40,19 +40,7 @@ namespace {
 
 using namespace tile_128x256;
 
-constexpr int kStages = 4;
-constexpr int kThreads = (1 + kConsumers) * 128;
-constexpr int kATileBytes = BM * BK * 2, kBTileBytes = BN * BK * 2;  // 16 KB + 32 KB
-constexpr int kStageBytes = kATileBytes + kBTileBytes;
-constexpr int kSmemBytes = kStages * kStageBytes + kEpilogueBytes + 1024 + 2 * kStages * 8;  // + alignment, mbarriers
-constexpr int kProducerRegs = 40, kConsumerRegs = 232;
-[[maybe_unused]] constexpr int kGroupM = 8;
-constexpr const char* kWho = "accelkernels wgmma_v2";
-static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory a block may have");
-// The registers __launch_bounds__(kThreads, 1) leaves each thread (65536 per SM, in steps of 8) must
-// cover what the warpgroups ask for after setmaxnreg, else the consumers' .inc waits forever.
-static_assert((kProducerRegs + kConsumers * kConsumerRegs) * 128 <= (65536 / kThreads) / 8 * 8 * kThreads,
-              "the register split does not add up");
+constexpr const char* kWho = "accelkernels wgmma_v2";  // the tile, ring and register split: wgmma_128x256.cuh
 
 
 template <typename T>
@@ -105,7 +93,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float d[128];
     mainloop<T, kStages, kStageBytes, kATileBytes>(d, smem, full, step, k_tiles, consumer, thread_in_group,
                                                    [&](int stage) { mbar_arrive(&empty[stage]); });
-    store_tile(p, &map_c, staging, d, consumer, thread_in_group, b, tm, tn);
+    store_tile(Epilogue<T>{p.bias, p.n, p.activation}, &map_c, staging, d, consumer, thread_in_group, b, tm, tn);
   }
   if (thread_in_group == 0) bulk_wait<0>();  // the last stores have read the staging buffers and written C
 #endif  // AK_WGMMA_ENABLED

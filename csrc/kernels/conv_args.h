@@ -83,4 +83,33 @@ const char* conv_implicit_gemm_unsupported_reason(const ConvArgs<T>& p, ConvPass
   return nullptr;
 }
 
+// Hopper (sm_90a only), forward: the implicit GEMM on wgmma fed by im2col TMA copies of x and tiled TMA
+// copies of the filter, the TMA-store epilogue into y (conv2d_wgmma.cu). Operands must satisfy
+// conv_wgmma_unsupported_reason.
+template <typename T> void launch_conv2d_wgmma(const ConvArgs<T>& args, cudaStream_t stream);
+
+// Why conv2d_wgmma cannot serve this forward problem (nullptr when it can): the im2col map needs dense
+// NHWC x (channel rows of a multiple of 16 bytes), its traversal strides are 1..8 and its 4-D corner
+// offsets (the padding, and the box's upper corner) -128..127; the filter is read as a dense (K, R*S, C)
+// array, y written as a dense (N*P*Q, K) one; the tap offsets are 16-bit.
+template <typename T>
+const char* conv_wgmma_unsupported_reason(const ConvArgs<T>& p) {
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  auto dense_nhwc = [](const int64_t (&st)[4], int64_t c, int64_t h, int64_t w) {
+    return st[1] == 1 && st[3] == c && st[2] == w * c && st[0] == h * w * c;
+  };
+  if (p.groups != 1) return "groups must be 1";
+  if (p.c % 8 != 0 || p.k % 8 != 0) return "input and output channels must be multiples of 8";
+  if (!aligned(p.x) || !dense_nhwc(p.x_stride, p.c, p.h, p.w)) return "x must be a dense channels_last tensor";
+  if (!aligned(p.weight) || !dense_nhwc(p.w_stride, p.c, p.r, p.s)) return "the filter must be dense channels_last";
+  if (!aligned(p.y) || !dense_nhwc(p.y_stride, p.k, p.p, p.q)) return "y must be a dense channels_last tensor";
+  if (p.stride_h < 1 || p.stride_h > 8 || p.stride_w < 1 || p.stride_w > 8)
+    return "strides must be 1..8 (the im2col map's traversal strides)";
+  const int64_t upper_h = (p.p - 1) * p.stride_h + 1 - p.h - p.pad_h, upper_w = (p.q - 1) * p.stride_w + 1 - p.w - p.pad_w;
+  for (int64_t corner : {-p.pad_h, -p.pad_w, upper_h, upper_w})
+    if (corner < -128 || corner > 127) return "padding or output geometry outside the im2col map's corner range (-128..127)";
+  if (p.dil_h * (p.r - 1) > 65535 || p.dil_w * (p.s - 1) > 65535) return "filter taps beyond the 16-bit im2col offsets";
+  return nullptr;
+}
+
 }  // namespace accelkernels

@@ -81,6 +81,19 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, int 
       "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(k), "r"(row), "r"(batch)
       : "memory");
 }
+// im2col mode (PTX "tensor im2col mode"; map from cuTensorMapEncodeIm2col, NHWC): a column of
+// pixelsPerColumn pixels, channels [c, c + channelsPerPixel) each, the first at base position (w, h) of
+// image n, the next ones stepping through the map's bounding box by its element strides (W fastest, then
+// H, then the next image), each loaded at base + (off_w, off_h): for a convolution, the output pixels'
+// top-left input positions and the filter tap's offset. Outside the tensor: zeros.
+__device__ __forceinline__ void tma_load_im2col(void* dst, const CUtensorMap* map, int c, int w, int h, int n,
+                                                uint16_t off_w, uint16_t off_h, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
+      "[%2], {%7, %8};\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c), "r"(w), "r"(h), "r"(n), "h"(off_w), "h"(off_h)
+      : "memory");
+}
 // The same box into the same shared offset of every block of the cluster in `cta_mask`, each copy
 // completing the mbarrier at `bar`'s offset in its own block.
 __device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap* map, int k, int row, int batch,
@@ -203,11 +216,12 @@ inline PFN_cuTensorMapEncodeTiled_v12000 encode_function() {
   return fn;
 }
 
-// A 3-D (batch, rows, cols) map of a 16-bit matrix contiguous along cols, boxes of box_rows x
-// box_cols (box_cols * 2 = 128 bytes: one swizzle row), 128-byte swizzle. `who` names the kernel.
+// A 3-D (batch, rows, cols) map of a 16-bit matrix contiguous along cols, boxes of box_batch x box_rows
+// x box_cols (box_cols * 2 = 128 bytes: one swizzle row), 128-byte swizzle. `who` names the kernel.
 template <typename T>
 CUtensorMap tensor_map(const T* base, int64_t rows, int64_t cols, int64_t batch, int64_t row_stride,
-                       int64_t batch_stride, uint32_t box_rows, uint32_t box_cols, const char* who) {
+                       int64_t batch_stride, uint32_t box_rows, uint32_t box_cols, const char* who,
+                       uint32_t box_batch = 1) {
   static_assert(sizeof(T) == 2, "16-bit elements");
   const auto encode = encode_function();
   if (encode == nullptr) throw std::runtime_error(std::string(who) + ": cuTensorMapEncodeTiled is unavailable");
@@ -217,7 +231,7 @@ CUtensorMap tensor_map(const T* base, int64_t rows, int64_t cols, int64_t batch,
   // A single matrix has no batch stride of its own: any 16-byte multiple will do.
   const int64_t bstride = batch > 1 ? batch_stride : rows * row_stride;
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_stride * 2), static_cast<cuuint64_t>(bstride * 2)};
-  const cuuint32_t box[3] = {box_cols, box_rows, 1};
+  const cuuint32_t box[3] = {box_cols, box_rows, box_batch};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   const auto type = std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
   const CUresult result = encode(&map, type, 3, const_cast<T*>(base), dims, strides, box, element_strides,
@@ -225,6 +239,53 @@ CUtensorMap tensor_map(const T* base, int64_t rows, int64_t cols, int64_t batch,
                                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (result != CUDA_SUCCESS) {
     throw std::runtime_error(std::string(who) + ": cuTensorMapEncodeTiled failed with CUresult " +
+                             std::to_string(static_cast<int>(result)));
+  }
+  return map;
+}
+
+inline PFN_cuTensorMapEncodeIm2col_v12000 encode_im2col_function() {
+  static PFN_cuTensorMapEncodeIm2col_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeIm2col", &ptr, 12000, cudaEnableDefault, &status) !=
+            cudaSuccess ||
+        status != cudaDriverEntryPointSuccess) {
+      ptr = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeIm2col_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// An im2col map of a contiguous NHWC 16-bit tensor for a convolution's implicit GEMM: columns of
+// `pixels` output pixels x `channels` input channels, 128-byte swizzle. The bounding box of the base
+// positions per image is [-pad, (P - 1) * stride + 1 - pad) along each spatial dimension, so its
+// traversal by the stride visits exactly the P x Q output pixels (then the next image); the filter tap
+// comes with each copy as its offset (r * dilation, s * dilation).
+template <typename T>
+CUtensorMap im2col_tensor_map(const T* base, int64_t n, int64_t h, int64_t w, int64_t c, int64_t p, int64_t q,
+                              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, uint32_t pixels,
+                              uint32_t channels, const char* who) {
+  static_assert(sizeof(T) == 2, "16-bit elements");
+  const auto encode = encode_im2col_function();
+  if (encode == nullptr) throw std::runtime_error(std::string(who) + ": cuTensorMapEncodeIm2col is unavailable");
+  CUtensorMap map{};
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(c), static_cast<cuuint64_t>(w), static_cast<cuuint64_t>(h),
+                              static_cast<cuuint64_t>(n)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(c * 2), static_cast<cuuint64_t>(w * c * 2),
+                                 static_cast<cuuint64_t>(h * w * c * 2)};
+  const int lower[2] = {static_cast<int>(-pad_w), static_cast<int>(-pad_h)};  // W first
+  const int upper[2] = {static_cast<int>((q - 1) * stride_w + 1 - w - pad_w),
+                        static_cast<int>((p - 1) * stride_h + 1 - h - pad_h)};
+  const cuuint32_t element_strides[4] = {1, static_cast<cuuint32_t>(stride_w), static_cast<cuuint32_t>(stride_h), 1};
+  const auto type = std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult result =
+      encode(&map, type, 4, const_cast<T*>(base), dims, strides, lower, upper, channels, pixels, element_strides,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS) {
+    throw std::runtime_error(std::string(who) + ": cuTensorMapEncodeIm2col failed with CUresult " +
                              std::to_string(static_cast<int>(result)));
   }
   return map;

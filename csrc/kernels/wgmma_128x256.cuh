@@ -22,6 +22,21 @@ constexpr int kChunkBytes = 64 * kChunkCols * 2;  // 8 KB
 constexpr int kEpilogueBytes = kConsumers * 2 * kChunkBytes;  // two staging buffers per consumer
 static_assert(BK * 2 == 128 && kChunkCols * 2 == 128, "one 128-byte swizzle row per tile row");
 
+// The block the kernels built on this tile share: one producer and two consumer warpgroups, a ring of
+// 4 stages of A (128 x 64) and B (256 x 64), the epilogue's staging, the mbarriers.
+constexpr int kStages = 4;
+constexpr int kThreads = (1 + kConsumers) * 128;
+constexpr int kATileBytes = BM * BK * 2, kBTileBytes = BN * BK * 2;  // 16 KB + 32 KB
+constexpr int kStageBytes = kATileBytes + kBTileBytes;
+constexpr int kSmemBytes = kStages * kStageBytes + kEpilogueBytes + 1024 + 2 * kStages * 8;  // + alignment, mbarriers
+constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // setmaxnreg (CUTLASS's load / MMA register requirements)
+constexpr int kGroupM = 8;  // tile-rows per group of the persistent walk
+static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory a block may have");
+// The registers __launch_bounds__(kThreads, 1) leaves each thread (65536 per SM, in steps of 8) must
+// cover what the warpgroups ask for after setmaxnreg, else the consumers' .inc waits forever.
+static_assert((kProducerRegs + kConsumers * kConsumerRegs) * 128 <= (65536 / kThreads) / 8 * 8 * kThreads,
+              "the register split does not add up");
+
 #ifdef AK_WGMMA_ENABLED
 using namespace hopper;
 
@@ -94,11 +109,20 @@ __device__ __forceinline__ void mainloop(float (&d)[128], const unsigned char* s
   if (k_tiles > 0 && thread_in_group == 0) release(static_cast<int>((step - 1) % kStages));
 }
 
-// act(acc + bias[col]) in fp32, as the other kernels' epilogue; columns past N are clipped by the store.
+// What the epilogue applies: a bias per output column (nullptr: none) over `columns` columns, then the
+// activation. The GEMMs' columns are N; a convolution's are its output channels.
 template <typename T>
-__device__ __forceinline__ float epilogue_value(const BmmArgs<T>& p, int64_t col, float acc) {
-  if (p.bias != nullptr && col < p.n) acc += to_float(p.bias[col]);
-  return apply_activation(acc, p.activation);
+struct Epilogue {
+  const T* bias;
+  int64_t columns;
+  Activation activation;
+};
+
+// act(acc + bias[col]) in fp32, as the other kernels' epilogue; columns past the last are clipped by the store.
+template <typename T>
+__device__ __forceinline__ float epilogue_value(const Epilogue<T>& e, int64_t col, float acc) {
+  if (e.bias != nullptr && col < e.columns) acc += to_float(e.bias[col]);
+  return apply_activation(acc, e.activation);
 }
 
 // Two outputs rounded to T and packed as one 32-bit stmatrix register (the lower column in the low half).
@@ -116,7 +140,7 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 // stored by one TMA store. Two buffers per consumer alternate, so packing a chunk overlaps the store
 // of the previous one.
 template <typename T>
-__device__ __forceinline__ void store_tile(const BmmArgs<T>& p, const CUtensorMap* map_c, unsigned char* staging,
+__device__ __forceinline__ void store_tile(const Epilogue<T>& p, const CUtensorMap* map_c, unsigned char* staging,
                                            const float (&d)[128], int consumer, int thread_in_group, int64_t b,
                                            int64_t tm, int64_t tn) {
   const int warp = thread_in_group / 32, lane = thread_in_group % 32;

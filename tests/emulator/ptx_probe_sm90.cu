@@ -169,6 +169,24 @@ __global__ void cluster_probe(const __grid_constant__ CUtensorMap map, uint8_t* 
   if (mode != 4) cluster_sync();
 }
 
+// One im2col TMA copy: 32 pixels x 64 channels from the first output pixel (n0, p0, q0) of a
+// convolution, for filter tap (r, s); the raw 128B-swizzled shared image out.
+__global__ void im2col_probe(const __grid_constant__ CUtensorMap map, int n0, int h0, int w0, int off_h, int off_w,
+                             uint8_t* out) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* box = aligned_1024(smem_raw);
+  uint64_t* bar = reinterpret_cast<uint64_t*>(box + 32 * 128);
+  if (threadIdx.x == 0) {
+    mbar_init(bar, 1);
+    fence_barrier_init();
+    mbar_expect_tx(bar, 32 * 128);
+    tma_load_im2col(box, &map, 0, w0, h0, n0, static_cast<uint16_t>(off_w), static_cast<uint16_t>(off_h), bar);
+  }
+  __syncthreads();
+  mbar_wait(bar, 0);
+  for (int i = threadIdx.x; i < 32 * 128; i += 32) out[i] = box[i];
+}
+
 }  // namespace probe
 
 using namespace probe;
@@ -222,6 +240,25 @@ int main(int argc, char** argv) {
       cudaLaunchConfig_t config = {dim3(grid), dim3(32), 16 * 128 + 2048, nullptr, attribute, 1};
       const cudaError_t error = cudaLaunchKernelEx(&config, cluster_probe, map, out.data(), mode);
       if (error != cudaSuccess) std::printf("launch error\n");
+      print("image", out);
+    } else if (what == "im2col") {  // N H W C R S stride pad dilation r s m0; x[n][h][w][c] = (7n + 5h + 3w + c) % 97 - 48
+      int a[12];
+      for (int i = 0; i < 12; ++i) a[i] = std::atoi(argv[2 + i]);
+      const int n = a[0], h = a[1], w = a[2], c = a[3], rr = a[4], ss = a[5], st = a[6], pad = a[7], dil = a[8];
+      const int p = (h + 2 * pad - dil * (rr - 1) - 1) / st + 1, q = (w + 2 * pad - dil * (ss - 1) - 1) / st + 1;
+      std::vector<__nv_bfloat16> x(static_cast<size_t>(n) * h * w * c);
+      for (int in = 0; in < n; ++in)
+        for (int ih = 0; ih < h; ++ih)
+          for (int iw = 0; iw < w; ++iw)
+            for (int ic = 0; ic < c; ++ic)
+              x[((static_cast<size_t>(in) * h + ih) * w + iw) * c + ic] =
+                  __float2bfloat16_rn(static_cast<float>((7 * in + 5 * ih + 3 * iw + ic) % 97 - 48));
+      ak_emu::register_global(x.data(), x.size() * 2, false, "x");
+      const CUtensorMap map = hopper::im2col_tensor_map(x.data(), n, h, w, c, p, q, st, st, pad, pad, 32, 64, "probe");
+      const int m0 = a[11], n0 = m0 / (p * q), p0 = (m0 / q) % p, q0 = m0 % q;
+      std::vector<uint8_t> out(32 * 128);
+      cudaFuncSetAttribute(im2col_probe, cudaFuncAttributeMaxDynamicSharedMemorySize, 32 * 128 + 2048);
+      im2col_probe<<<1, 32, 32 * 128 + 2048>>>(map, n0, p0 * st - pad, q0 * st - pad, a[9] * dil, a[10] * dil, out.data());
       print("image", out);
     } else if (what == "wgmma256") {
       alignas(16) static __nv_bfloat16 a[64 * 16], b[256 * 16];
