@@ -226,7 +226,7 @@ at::Tensor cuda_conv2d(const at::Tensor& input, const at::Tensor& weight, const 
   // The wgmma kernel stores y as a dense (N*P*Q, K) matrix: channels_last, converted after if asked.
   const bool nhwc_y = is_hopper_kernel(kernel) || channels_last_out;
   at::Tensor y = dh::empty_output({g.n, g.k, g.p, g.q}, input.options(), format_of(nhwc_y), "y");
-  if (y.numel() == 0) return y;
+  if (y.numel() == 0) return y.contiguous(format_of(channels_last_out));
   const at::Tensor x = kernel.tensor_cores ? channels_last(input) : input;
   const at::Tensor w = kernel.tensor_cores ? channels_last(weight) : weight;
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();

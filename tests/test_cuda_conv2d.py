@@ -172,8 +172,17 @@ def test_forward_kernel_against_float64(kernel, dtype, shape, layout):
     assert ours.is_contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
 
 
-@pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
-@pytest.mark.parametrize("shape", [s for s in KERNEL_SHAPES if KERNEL_SHAPES[s][-1] == 1])  # groups 1
+# (N, C, H, W, K, R, S, stride, padding, dilation): H and W differ in size, stride, padding and dilation,
+# so that a swap of the im2col map's corners, traversal strides or offsets shows on the card.
+WGMMA_CONV_SHAPES = {
+    "asymmetric": (2, 16, 12, 9, 24, 3, 2, (2, 1), (2, 0), (2, 1)),
+    "stride_3x2": (1, 40, 16, 21, 8, 3, 2, (3, 2), (1, 0), (1, 1)),
+    "stem_7x7_s2": (4, 16, 57, 61, 72, 7, 7, (2, 2), (3, 3), (1, 1)),  # 3720 pixels: several tiles per SM-row
+}
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", [*[s for s in KERNEL_SHAPES if KERNEL_SHAPES[s][-1] == 1], *WGMMA_CONV_SHAPES])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @gpu
 def test_wgmma_forward_against_float64(dtype, shape, layout):
@@ -181,7 +190,12 @@ def test_wgmma_forward_against_float64(dtype, shape, layout):
     _cuda_backend_or_skip()
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the wgmma/im2col-TMA convolution runs on compute capability 9.0 only")
-    (x, wt, b), (stride, padding, dilation, groups) = _kernel_case(shape, dtype, layout)
+    if shape in WGMMA_CONV_SHAPES:
+        n, c, h, w, k, r, s, stride, padding, dilation = WGMMA_CONV_SHAPES[shape]
+        x, wt, b = conv_cases.make_conv(n, c, h, w, k, r, s, 1, dtype, layout, device="cuda")
+        stride, padding, dilation, groups = list(stride), list(padding), list(dilation), 1
+    else:
+        (x, wt, b), (stride, padding, dilation, groups) = _kernel_case(shape, dtype, layout)
     _poison()
     ours = torch.ops.accelkernels.cuda_conv2d(x, wt, b, stride, padding, dilation, groups, "gelu", "wgmma",
                                               layout == "nhwc")

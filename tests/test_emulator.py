@@ -300,6 +300,7 @@ WGMMA_CONV_CASES = {  # (n, c, h, w, k, r, s, stride, padding, dilation)
     "dilated": (2, 8, 10, 9, 16, 3, 3, (1, 1), (2, 2), (2, 2)),
     "stride_3x2_filter_3x2": (1, 40, 6, 7, 8, 3, 2, (3, 2), (1, 0), (1, 1)),
     "many_tiles": (3, 8, 17, 15, 264, 1, 3, (1, 1), (0, 1), (1, 1)),     # 765 pixels, 2 column tiles, 6 x 2 tiles
+    "asymmetric": (2, 8, 12, 9, 16, 3, 2, (2, 1), (2, 0), (2, 1)),       # H and W differ in everything: a swap shows
 }
 
 
@@ -337,6 +338,7 @@ def test_conv2d_wgmma_choice_and_refusals(emu):
     assert "groups" in cuda_conv.wgmma_conv_unsupported_reason(x, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2)
     assert "strides" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (9, 1), (1, 1), (1, 1), 1)
     assert "corner" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (1, 1), (129, 1), (1, 1), 1)
+    assert "8-bit" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (1, 1), (128, 1), (128, 1), 1)
     args = (x, wt.shape, (1, 1), (1, 1), (1, 1), 1)
     choices = [cuda_conv.forward_kernel_for(*args)]
     emu.configure(sm90a_code=False)

@@ -67,8 +67,10 @@ def wgmma_conv_unsupported_reason(x: torch.Tensor, weight_shape, stride, padding
     upper = ((p - 1) * stride[0] + 1 - h - padding[0], (q - 1) * stride[1] + 1 - w - padding[1])
     if not all(-128 <= corner <= 127 for corner in (-padding[0], -padding[1], *upper)):
         return "padding or output geometry outside the im2col map's corner range (-128..127)"
-    if dilation[0] * (r - 1) > 65535 or dilation[1] * (s - 1) > 65535:
-        return "filter taps beyond the 16-bit im2col offsets"
+    if dilation[0] * (r - 1) >= 255 or dilation[1] * (s - 1) >= 255:
+        return "filter taps beyond the 8-bit im2col offsets"
+    if x.shape[0] * p * q >= 2**31:
+        return "more than 2^31 output pixels (32-bit TMA coordinates)"
     return None
 
 

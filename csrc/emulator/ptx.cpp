@@ -529,6 +529,11 @@ void tma_load(const Instr& in, const Regs& r) {
                                     " im2col offsets, got " + std::to_string(in.args[3].slots.size()));
     for (int i = 0; i < spatial; ++i) {
       offsets[i] = static_cast<int64_t>(r.get(in.args[3].slots[i]) & 0xFFFF);
+      // The offsets share 16 bits: 16, 8 or 5 each for 1, 2 or 3 spatial dimensions (CUTLASS: offset_limit).
+      if (offsets[i] >= (int64_t{1} << (16 / spatial)))
+        fail("TMA im2col misuse", "im2col offset " + std::to_string(offsets[i]) + " does not fit the " +
+                                      std::to_string(16 / spatial) + " bits a rank-" + std::to_string(tm.rank) +
+                                      " copy has per offset");
       // The traversal starts at a base position inside the bounding box (PTX: tensor im2col mode).
       if (coord[i + 1] < tm.lower[i] || coord[i + 1] >= static_cast<int64_t>(tm.dims[i + 1]) + tm.upper[i])
         fail("TMA im2col misuse", "the start coordinate " + std::to_string(coord[i + 1]) + " of spatial dimension " +

@@ -91,7 +91,7 @@ template <typename T> void launch_conv2d_wgmma(const ConvArgs<T>& args, cudaStre
 // Why conv2d_wgmma cannot serve this forward problem (nullptr when it can): the im2col map needs dense
 // NHWC x (channel rows of a multiple of 16 bytes), its traversal strides are 1..8 and its 4-D corner
 // offsets (the padding, and the box's upper corner) -128..127; the filter is read as a dense (K, R*S, C)
-// array, y written as a dense (N*P*Q, K) one; the tap offsets are 16-bit.
+// array, y written as a dense (N*P*Q, K) one; the tap offsets are 8-bit.
 template <typename T>
 const char* conv_wgmma_unsupported_reason(const ConvArgs<T>& p) {
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
@@ -108,7 +108,9 @@ const char* conv_wgmma_unsupported_reason(const ConvArgs<T>& p) {
   const int64_t upper_h = (p.p - 1) * p.stride_h + 1 - p.h - p.pad_h, upper_w = (p.q - 1) * p.stride_w + 1 - p.w - p.pad_w;
   for (int64_t corner : {-p.pad_h, -p.pad_w, upper_h, upper_w})
     if (corner < -128 || corner > 127) return "padding or output geometry outside the im2col map's corner range (-128..127)";
-  if (p.dil_h * (p.r - 1) > 65535 || p.dil_w * (p.s - 1) > 65535) return "filter taps beyond the 16-bit im2col offsets";
+  // A 4-D im2col copy's two offsets share 16 bits: 8 each (CUTLASS: offset_limit = (1 << (16 / spatial dims)) - 1).
+  if (p.dil_h * (p.r - 1) >= 255 || p.dil_w * (p.s - 1) >= 255) return "filter taps beyond the 8-bit im2col offsets";
+  if (p.n * p.p * p.q >= (int64_t{1} << 31)) return "more than 2^31 output pixels (32-bit TMA coordinates)";
   return nullptr;
 }
 
