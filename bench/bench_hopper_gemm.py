@@ -29,12 +29,12 @@ into OUT/results.json and exits with status 2.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import platform
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hopper_bench  # (beside this file)
 
 KERNELS = ("wgmma", "wgmma_v2", "wgmma_cluster")  # the Hopper ladder, in order
 GOAL_SQUARE, STRETCH_SQUARE, GOAL_LLM = 0.95, 1.0, 0.9
@@ -50,31 +50,8 @@ def cases(quick: bool):
     return square, llm, fused
 
 
-def unavailable_reason() -> str | None:
-    import torch
-
-    from accelkernels import _extension
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible"
-    if torch.cuda.get_device_capability() != (9, 0):
-        return f"the wgmma kernels run on compute capability 9.0, this GPU is {torch.cuda.get_device_capability()}"
-    status = _extension.status(build=True)
-    if not status.loaded:
-        return f"the CUDA extension is not loaded: {status.reason}"
-    if not status.module.wgmma_code_present():
-        return "the extension holds no sm_90a code (build with TORCH_CUDA_ARCH_LIST=9.0a)"
-    return None
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder for results.json and report.md")
-    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
-    parser.add_argument("--quick", action="store_true", help="the suites' quick rows only (gpu_check.sh)")
-    parser.add_argument("--budget", type=float, default=None, help="seconds per paired measurement")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = hopper_bench.parse_args(__doc__, argv, "the suites' quick rows only (gpu_check.sh)")
 
     import torch
     import torch.nn.functional as F
@@ -83,15 +60,9 @@ def main(argv=None) -> int:
     from accelkernels.backends.cuda_gemm import gemm_kernel_for
     from accelkernels.benchmark import ceilings, problems, timing
 
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "python": platform.python_version(), "torch": torch.__version__, "dtype": args.dtype,
-            "command": " ".join(sys.argv)}
-    why = unavailable_reason()
-    if why is not None:
-        (args.out / "results.json").write_text(json.dumps({"meta": meta, "skipped": why}, indent=1))
-        print(f"bench_hopper_gemm: {why}", file=sys.stderr)
+    meta = hopper_bench.start(args, "bench_hopper_gemm")
+    if meta is None:
         return 2
-    meta["device"] = torch.cuda.get_device_name()
     dtype = problems.DTYPES[args.dtype]
     card = ceilings.measure("cuda")
     meta["ceilings"] = card
@@ -153,10 +124,7 @@ def main(argv=None) -> int:
         bound = f"{r['bound_fused_bound']:.2f}" if r["kind"] == "fused" else ""
         lines.append(f"| {r['kind']} | {r['case']} | {r['kernel']}{' *' if r['chosen'] else ''} | {r['reference_ms']:.4g} | {r['kernel_ms']:.4g} | "
                      f"{r['ratio']:.3g} [{r['low']:.3g}-{r['high']:.3g}] | {r['goal']:.2f} | {share} | {bound} |")
-    lines += ["", f"{len(missed)} goal(s) missed." if missed else "Every goal met."]
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"results: {args.out / 'report.md'}")
-    return 1 if missed else 0
+    return hopper_bench.finish(args, lines, missed)
 
 
 if __name__ == "__main__":

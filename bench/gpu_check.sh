@@ -40,6 +40,8 @@ fi
 run bench accelkernels bench --quick --ceilings --no-progress --out "$OUT/bench"
 # The Hopper GEMM ladder (wgmma, wgmma_v2) against cuBLAS and the fused GELU epilogue against cuBLAS + F.gelu (issue 18's goals).
 run hopper_gemm python bench/bench_hopper_gemm.py --quick --out "$OUT/hopper_gemm"
+# The Hopper convolutions (wgmma forward and input gradient) against cuDNN: forward, fused bias + ReLU, backward (issue 19's goals).
+run hopper_conv python bench/bench_hopper_conv.py --out "$OUT/hopper_conv"
 run overhead python bench/bench_dispatch_overhead.py --device cuda --out "$OUT/overhead"
 # auto measured on first use: the seed CNN and the ResNet-50 layers no slower than torch (>= 0.98), fresh table.
 run auto_bf16 python bench/bench_auto.py --device cuda --dtype bf16 --budget 1 --out "$OUT/auto_bf16"

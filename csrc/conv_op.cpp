@@ -11,6 +11,7 @@
 
 #include "device_host.h"
 #include "kernel_registry.h"
+#include "kernels/conv_wgmma_views.h"
 
 namespace accelkernels {
 namespace {
@@ -145,7 +146,7 @@ template <typename T>
 void run(const ConvKernel& kernel, ConvArgs<T> args, cudaStream_t stream) {
   const char* op = conv_op_name(kernel.pass);
   if (kernel.tensor_cores) {
-    const char* why = is_hopper_kernel(kernel) ? conv_wgmma_unsupported_reason(args)
+    const char* why = is_hopper_kernel(kernel) ? conv_wgmma_unsupported_reason(args, kernel.pass)
                                                : conv_implicit_gemm_unsupported_reason(args, kernel.pass);
     TORCH_CHECK_VALUE(why == nullptr, "accelkernels::", op, ": kernel '", kernel.name, "' cannot serve this ",
                       "problem: ", why, " (C=", args.c, ", K=", args.k, ", groups=", args.groups, ")");
@@ -250,9 +251,11 @@ at::Tensor cuda_conv2d_input_grad(const at::Tensor& grad_output, const at::Tenso
   const dh::DeviceGuard guard(grad_output.device());
   const ConvKernel& kernel = find_kernel(ConvPass::kInputGrad, kernel_name, grad_output.scalar_type());
 
-  at::Tensor dx = dh::empty_output(input_size, grad_output.options(), format_of(channels_last_out), "dx");
-  if (dx.numel() == 0) return dx;
-  if (grad_output.numel() == 0) return dx.zero_();
+  // The wgmma kernel writes dx as a dense (N*H*W, C) matrix: channels_last, converted after if asked.
+  const bool nhwc_dx = is_hopper_kernel(kernel) || channels_last_out;
+  at::Tensor dx = dh::empty_output(input_size, grad_output.options(), format_of(nhwc_dx), "dx");
+  if (dx.numel() == 0) return dx.contiguous(format_of(channels_last_out));
+  if (grad_output.numel() == 0) return dx.zero_().contiguous(format_of(channels_last_out));
   at::Tensor dy = grad_output, w = weight;
   if (kernel.tensor_cores) {
     dy = channels_last(grad_output);
@@ -263,7 +266,7 @@ at::Tensor cuda_conv2d_input_grad(const at::Tensor& grad_output, const at::Tenso
             .view({g.c, g.r, g.s, kg}).permute({0, 3, 1, 2});
   }
   run_for_dtype(kernel, g, dx, w, dy, [](auto&) {});
-  return dx;
+  return nhwc_dx == channels_last_out ? dx : dx.contiguous(format_of(channels_last_out));
 }
 
 // Split-K slices for the tensor-core weight gradient: enough blocks for two waves of the GPU,

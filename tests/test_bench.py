@@ -563,3 +563,22 @@ def test_bench_hopper_gemm_says_why_it_cannot_run_here(tmp_path):
         pytest.skip("a Hopper GPU is here: the bench would run for real")
     assert hopper.main(["--out", str(tmp_path)]) == 2
     assert json.loads((tmp_path / "results.json").read_text())["skipped"]
+
+
+def test_bench_hopper_conv_says_why_it_cannot_run_here(tmp_path):
+    """The Hopper conv bench: the ResNet-50 3x3 layers at batch 128 and the fused conv + bias + ReLU suite; without
+    a compute capability 9.0 GPU it writes the reason and exits with status 2."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_hopper_conv",
+                                                  Path(__file__).parents[1] / "bench" / "bench_hopper_conv.py")
+    hopper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hopper)
+    resnet, fused = hopper.layers()
+    assert len(resnet) == 4 and all(c.dims["batch"] == 128 and c.dims["kernel_h"] == 3 for c in resnet)
+    assert fused and all(c.activation == "relu" for c in fused)
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
+        pytest.skip("a Hopper GPU is here: the bench would run for real")
+    assert hopper.main(["--out", str(tmp_path)]) == 2
+    assert json.loads((tmp_path / "results.json").read_text())["skipped"]

@@ -96,6 +96,7 @@ def test_extension_build_info_and_registry():
     assert conv == {("cuda_conv2d", "direct"), ("cuda_conv2d", "depthwise"), ("cuda_conv2d", "implicit_gemm"),
                     ("cuda_conv2d", "wgmma"),
                     ("cuda_conv2d_input_grad", "direct"), ("cuda_conv2d_input_grad", "implicit_gemm"),
+                    ("cuda_conv2d_input_grad", "wgmma"),
                     ("cuda_conv2d_weight_grad", "direct"), ("cuda_conv2d_weight_grad", "implicit_gemm")}
     assert all(k["tensor_cores"] == (k["name"] in ("implicit_gemm", "wgmma")) for k in kernels if k["op"] != "cuda_bmm")
     kernels = [k for k in kernels if k["op"] == "cuda_bmm"]
@@ -186,12 +187,15 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
         for body in (body for name, body in functions.items() if "bmm_wgmma_cluster_kernel" in name):
             assert "UTMALDG.3D.MULTICAST" in body and "UCGABAR_ARV" in body and "UCGABAR_WAIT" in body
             assert "SYNCS.ARRIVE.TRANS64.RED.A1T0" in body
-        # the Hopper convolution: wgmma on im2col TMA loads of x, tiled TMA loads of the filter, TMA stores
-        conv = [body for name, body in functions.items() if "conv2d_wgmma_kernel" in name]
-        assert len(conv) == 2  # fp16, bf16
-        for body in conv:
+        # the Hopper convolutions: wgmma on im2col TMA loads of the source, tiled TMA loads of the filter; the
+        # TMA-store epilogue (forward, input_grad at stride 1) or plain stores to a stride phase's pixels
+        conv = {name: body for name, body in functions.items() if "conv2d_wgmma_kernel" in name}
+        assert len(conv) == 4, list(conv)  # (fp16, bf16) x (TMA stores, phase stores)
+        for name, body in conv.items():
             assert "HGMMA.64x256x16.F32" in body and "UTMALDG.4D.IM2COL" in body and "UTMALDG.3D" in body
-            assert "UTMASTG.3D" in body and "USETMAXREG.DEALLOC.CTAPOOL 0x28" in body
+            assert "USETMAXREG.DEALLOC.CTAPOOL 0x28" in body
+            phase_store = re.search(r"Lb1E", name) is not None  # conv2d_wgmma_kernel<T, kPhaseStore = true>
+            assert ("UTMASTG.3D" in body) != phase_store and (not phase_store or "STG.E" in body), name
     spills = [line for line in sass.splitlines() if re.search(r"\b(LDL|STL)\b", line)]
     assert not spills, f"local-memory traffic (register spills) in SASS: {spills[:3]}"
 

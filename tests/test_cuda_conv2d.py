@@ -182,11 +182,12 @@ WGMMA_CONV_SHAPES = {
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-@pytest.mark.parametrize("shape", [*[s for s in KERNEL_SHAPES if KERNEL_SHAPES[s][-1] == 1], *WGMMA_CONV_SHAPES])
+@pytest.mark.parametrize("shape", [*KERNEL_SHAPES, *WGMMA_CONV_SHAPES])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @gpu
-def test_wgmma_forward_against_float64(dtype, shape, layout):
-    """The Hopper forward (im2col TMA + wgmma) on the card: compute capability 9.0 with sm_90a code only."""
+def test_wgmma_forward_and_input_grad_against_float64(dtype, shape, layout):
+    """The Hopper forward and input gradient (im2col TMA + wgmma; groups one launch each, the input gradient one
+    per stride phase) on the card: compute capability 9.0 with sm_90a code only."""
     _cuda_backend_or_skip()
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the wgmma/im2col-TMA convolution runs on compute capability 9.0 only")
@@ -202,6 +203,14 @@ def test_wgmma_forward_against_float64(dtype, shape, layout):
     theirs = F.gelu(F.conv2d(x, wt, b, stride, padding, dilation, groups))
     ref = F.gelu(F.conv2d(x.double(), wt.double(), b.double(), stride, padding, dilation, groups))
     assert_within_2x_torch_error(ours, theirs, ref, "wgmma")
+    dy = torch.randn_like(theirs)
+    _poison()
+    dx = torch.ops.accelkernels.cuda_conv2d_input_grad(dy, wt, list(x.shape), stride, padding, dilation, groups,
+                                                       "wgmma", layout == "nhwc")
+    assert_within_2x_torch_error(dx, torch.nn.grad.conv2d_input(x.shape, wt, dy, stride, padding, dilation, groups),
+                                 torch.nn.grad.conv2d_input(x.shape, wt.double(), dy.double(), stride, padding,
+                                                            dilation, groups), "wgmma input grad")
+    assert dx.is_contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])

@@ -282,6 +282,49 @@ def test_conv2d_random_configurations(emu, case, args, activation):
     conv_cases.check_against_float64(x, wt, b, args, activation, backend="cuda")
 
 
+def _on_wgmma_cases():
+    """The GPU suite's 48 random configurations (tests/test_cuda_conv2d.py) in fp16 / bf16 with 8 or 16 channels
+    per unit, so that the wgmma kernels serve every pass they can describe."""
+    for i, param in enumerate(conv_cases.random_cases(48, seed=707, channel_multiples=(8, 16))):
+        case, args, activation = param.values
+        yield pytest.param(dict(case, dtype=(torch.float16, torch.bfloat16)[i % 2]), args, activation, id=param.id)
+
+
+@pytest.mark.parametrize("case,args,activation", list(_on_wgmma_cases()))
+def test_conv2d_random_configurations_on_wgmma(emu, case, args, activation):
+    """Forward and both gradients through backend="cuda" with autograd, the forward and input gradient on the
+    wgmma kernels wherever they serve (checked), against the float64 oracle."""
+    from accelkernels.backends import cuda_conv
+    from accelkernels.backends._batched import is_depthwise, is_pointwise
+
+    x, wt, b = conv_cases.make_conv(**case)
+    stride, padding, dilation, groups = args["stride"], args["padding"], args["dilation"], args["groups"]
+    if not isinstance(padding, str) and not is_pointwise(wt.shape, stride, padding, groups):
+        expected = "depthwise" if is_depthwise(x.shape[1], groups) else "wgmma"
+        assert cuda_conv.forward_kernel_for(x, wt.shape, stride, padding, dilation, groups) == expected
+        assert cuda_conv.input_grad_kernel_for(x, x.shape, wt.shape, stride, padding, dilation, groups) == (
+            "direct" if expected == "depthwise" else "wgmma")
+    conv_cases.check_against_float64(x, wt, b, args, activation, backend="cuda")
+
+
+def test_conv2d_wgmma_groups_do_not_mix(emu):
+    """A group's im2col map ends at its own channels (zero-filled past them), so a NaN in one group's input
+    reaches only that group's outputs, as in torch; the same for dy in the input gradient."""
+    x, wt, b = conv_cases.make_conv(1, 32, 6, 7, 16, 3, 3, 2, torch.bfloat16, "nhwc")
+    x[:, 16:, 2, 3] = float("nan")  # group 1's channels
+    y = torch.ops.accelkernels.cuda_conv2d(x, wt, b, [1, 1], [1, 1], [1, 1], 2, "none", "wgmma", True)
+    ref = torch.nn.functional.conv2d(x.double(), wt.double(), b.double(), 1, 1, 1, 2)
+    assert torch.isfinite(y[:, :8]).all() and torch.isnan(y[:, 8:]).any()
+    assert_within_2x_torch_error(y[:, :8], torch.nn.functional.conv2d(x, wt, b, 1, 1, 1, 2)[:, :8], ref[:, :8])
+    dy = torch.randn(1, 16, 6, 7).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    dy[:, 8:, 2, 2] = float("nan")  # (1, 1) of the stride-2 dy below
+    for stride in (1, 2):
+        dy_s = dy[:, :, ::stride, ::stride].contiguous(memory_format=torch.channels_last)
+        dx = torch.ops.accelkernels.cuda_conv2d_input_grad(dy_s, wt, [1, 32, 6, 7], [stride] * 2, [1, 1], [1, 1], 2,
+                                                           "wgmma", True)
+        assert torch.isfinite(dx[:, :16]).all() and torch.isnan(dx[:, 16:]).any(), stride
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 @pytest.mark.parametrize("geometry", [
@@ -326,38 +369,96 @@ def test_conv2d_wgmma_forward(emu, dtype, layout, case):
     assert torch.equal(x, before[0]) and torch.equal(wt, before[1])
 
 
+WGMMA_GROUPED_CASES = {  # (n, c, h, w, k, r, s, stride, padding, dilation, groups)
+    "3x3_s1": (2, 16, 9, 11, 24, 3, 3, (1, 1), (1, 1), (1, 1), 1),           # one phase: the TMA-store epilogue
+    "3x3_s2": (2, 16, 9, 11, 24, 3, 3, (2, 2), (1, 1), (1, 1), 1),           # 4 phases of 4, 2, 2 and 1 taps
+    "stem_7x7_s2": (1, 16, 13, 12, 72, 7, 7, (2, 2), (3, 3), (1, 1), 1),     # phases of 16, 12, 12 and 9 taps
+    "s2_dil2": (1, 8, 10, 9, 16, 3, 3, (2, 2), (2, 1), (2, 1), 1),           # gcd(2, 2): rows no tap reaches
+    "s3x2": (1, 40, 6, 7, 8, 3, 2, (3, 2), (1, 0), (1, 1), 1),               # a phase past the input's bottom
+    "grouped": (2, 32, 7, 8, 48, 3, 3, (1, 1), (1, 1), (1, 1), 2),           # 16 and 24 channels per group
+    "grouped_s2": (1, 48, 8, 9, 24, 3, 2, (2, 1), (1, 0), (1, 1), 3),        # 3 groups x 2 phases
+    "many_tiles": (2, 264, 12, 11, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1),     # dx: 264 pixels x 264 channels
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("case", WGMMA_GROUPED_CASES.values(), ids=WGMMA_GROUPED_CASES.keys())
+def test_conv2d_wgmma_input_grad_and_groups(emu, dtype, layout, case):
+    """The wgmma input gradient (the transposed implicit GEMM per stride phase, dy fetched by im2col TMA) and the
+    grouped forward, against the float64 oracle: every phase shape (all taps, some, none, none of the rows),
+    groups, more than one tile each way, dx in the format asked for."""
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x, wt, b = conv_cases.make_conv(n, c, h, w, k, r, s, groups, dtype, layout)
+    geometry = (list(stride), list(padding), list(dilation), groups)
+    channels_last = layout == "nhwc"
+    y = torch.ops.accelkernels.cuda_conv2d(x, wt, b, *geometry, "silu", "wgmma", channels_last)
+    conv = torch.nn.functional.conv2d
+    assert_within_2x_torch_error(y, torch.nn.functional.silu(conv(x, wt, b, stride, padding, dilation, groups)),
+                                 torch.nn.functional.silu(conv(x.double(), wt.double(), b.double(), stride, padding,
+                                                               dilation, groups)), "grouped forward")
+    dy = torch.randn(y.shape).to(dtype)
+    dy = dy.to(memory_format=torch.channels_last) if channels_last else dy
+    before = (dy.clone(), wt.clone())
+    dx = torch.ops.accelkernels.cuda_conv2d_input_grad(dy, wt, list(x.shape), *geometry, "wgmma", channels_last)
+    theirs = torch.nn.grad.conv2d_input(x.shape, wt, dy, stride, padding, dilation, groups)
+    ref = torch.nn.grad.conv2d_input(x.shape, wt.double(), dy.double(), stride, padding, dilation, groups)
+    assert_within_2x_torch_error(dx, theirs, ref, "input grad")
+    assert dx.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.equal(dy, before[0]) and torch.equal(wt, before[1])
+
+
 def test_conv2d_wgmma_choice_and_refusals(emu):
-    """backend="cuda" takes the wgmma forward on an emulated Hopper with sm_90a code for dense fp16/bf16
-    problems it can describe; groups, odd channels, strides over 8 stay on implicit_gemm or direct, and an
-    explicit request it cannot serve is refused with the reason."""
+    """backend="cuda" takes the wgmma forward and input gradient on an emulated Hopper with sm_90a code for the
+    fp16/bf16 problems they can describe (groups included); odd channels per group, strides over 8 and boxes the
+    im2col map cannot hold stay on implicit_gemm or direct, and an explicit request it cannot serve is refused
+    with the reason."""
     import accelkernels as ak
     from accelkernels.backends import cuda_conv
 
     x, wt, b = conv_cases.make_conv(1, 16, 8, 8, 16, 3, 3, 1, torch.bfloat16, "nhwc")
-    assert cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (1, 1), (1, 1), (1, 1), 1) is None
-    assert "groups" in cuda_conv.wgmma_conv_unsupported_reason(x, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2)
-    assert "strides" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (9, 1), (1, 1), (1, 1), 1)
-    assert "corner" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (1, 1), (129, 1), (1, 1), 1)
-    assert "8-bit" in cuda_conv.wgmma_conv_unsupported_reason(x, wt.shape, (1, 1), (128, 1), (128, 1), 1)
+    reason = cuda_conv.wgmma_conv_unsupported_reason
+    assert reason(x.dtype, x.shape, wt.shape, (1, 1), (1, 1), (1, 1), 1) is None
+    assert reason(x.dtype, x.shape, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2) is None
+    assert "per group" in reason(x.dtype, x.shape, (16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 4)
+    assert "strides" in reason(x.dtype, x.shape, wt.shape, (9, 1), (1, 1), (1, 1), 1)
+    assert "corner" in reason(x.dtype, x.shape, wt.shape, (1, 1), (129, 1), (1, 1), 1)
+    assert "8-bit" in reason(x.dtype, x.shape, wt.shape, (1, 1), (128, 1), (128, 1), 1)
+    assert "float16" in reason(torch.float32, x.shape, wt.shape, (1, 1), (1, 1), (1, 1), 1)
+    assert "weight gradient" in reason(x.dtype, x.shape, wt.shape, (1, 1), (1, 1), (1, 1), 1, "weight_grad")
+    # input_grad reads dy at stride 1, so a stride of 9 is no obstacle; taps 128 rows apart are
+    assert reason(x.dtype, (1, 16, 40, 40), wt.shape, (9, 1), (1, 1), (1, 1), 1, "input_grad") is None
+    assert "8-bit" in reason(x.dtype, x.shape, wt.shape, (1, 1), (128, 1), (128, 1), 1, "input_grad")
+    # padding past the filter's reach puts a phase's dy origin far inside dy: the corner range
+    assert "corner" in reason(x.dtype, (1, 16, 8, 8), (16, 16, 1, 3), (1, 1), (0, 130), (1, 1), 1, "input_grad")
     args = (x, wt.shape, (1, 1), (1, 1), (1, 1), 1)
-    choices = [cuda_conv.forward_kernel_for(*args)]
+    grad_args = (x, x.shape, wt.shape, (2, 2), (1, 1), (1, 1), 1)
+    choices = [(cuda_conv.forward_kernel_for(*args), cuda_conv.input_grad_kernel_for(*grad_args))]
     emu.configure(sm90a_code=False)
-    choices.append(cuda_conv.forward_kernel_for(*args))
+    choices.append((cuda_conv.forward_kernel_for(*args), cuda_conv.input_grad_kernel_for(*grad_args)))
     emu.configure(sm90a_code=True, compute_capability=(8, 0))
-    choices.append(cuda_conv.forward_kernel_for(*args))
+    choices.append((cuda_conv.forward_kernel_for(*args), cuda_conv.input_grad_kernel_for(*grad_args)))
     emu.configure(compute_capability=(9, 0))
-    assert choices == ["wgmma", "implicit_gemm", "implicit_gemm"]
-    assert cuda_conv.forward_kernel_for(x, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2) == "implicit_gemm"
+    assert choices == [("wgmma", "wgmma"), ("implicit_gemm", "implicit_gemm"), ("implicit_gemm", "implicit_gemm")]
+    assert cuda_conv.forward_kernel_for(x, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2) == "wgmma"
+    assert cuda_conv.forward_kernel_for(x, (16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 4) == "direct"
     assert_within_2x_torch_error(ak.conv2d(x, wt, b, padding=1, backend="cuda"),
                                  torch.nn.functional.conv2d(x, wt, b, padding=1),
                                  torch.nn.functional.conv2d(x.double(), wt.double(), b.double(), padding=1))
-    xg, wg, bg = conv_cases.make_conv(1, 16, 8, 8, 16, 3, 3, 2, torch.bfloat16, "nhwc")
-    with pytest.raises(ValueError, match="kernel 'wgmma' cannot serve this problem: groups must be 1"):
-        torch.ops.accelkernels.cuda_conv2d(xg, wg, bg, [1, 1], [1, 1], [1, 1], 2, "none", "wgmma", True)
+    with pytest.raises(ValueError, match="kernel 'wgmma' cannot serve this problem: strides must be 1..8"):
+        torch.ops.accelkernels.cuda_conv2d(x, wt, b, [9, 1], [1, 1], [1, 1], 1, "none", "wgmma", True)
+    with pytest.raises(ValueError, match="kernel 'wgmma' cannot serve this problem: padding or output geometry"):
+        torch.ops.accelkernels.cuda_conv2d_input_grad(torch.randn(1, 16, 8, 266).to(torch.bfloat16),
+                                                      torch.randn(16, 16, 1, 3).to(torch.bfloat16),
+                                                      [1, 16, 8, 8], [1, 1], [0, 130], [1, 1], 1, "wgmma", True)
+    dy = torch.randn(1, 16, 8, 8).to(torch.bfloat16)
     emu.configure(sm90a_code=False)
     try:
         with pytest.raises(RuntimeError, match="kernel 'wgmma' needs sm_90a code"):
             torch.ops.accelkernels.cuda_conv2d(x, wt, b, [1, 1], [1, 1], [1, 1], 1, "none", "wgmma", True)
+        with pytest.raises(RuntimeError, match="kernel 'wgmma' needs sm_90a code"):
+            torch.ops.accelkernels.cuda_conv2d_input_grad(dy, wt, [1, 16, 8, 8], [1, 1], [1, 1], [1, 1], 1, "wgmma",
+                                                          True)
     finally:
         emu.configure(sm90a_code=True)
 

@@ -37,7 +37,14 @@ PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
     "bmm_wgmma_cluster": "1 300 264 200 1 1 2",  # one cluster of 2 walks 4 tile pairs, the last pair half outside M
     "conv2d_wgmma": "2 72 21 23 24 3 3 2 1 1 2",  # n c h w k r s stride pad dilation sms: 2 channel blocks, stride 2,
                                                   # 264 pixels: tiles that start inside an image
-}
+    # input_grad at stride 2, dilation 3 (4 phases of 1, 2, 2, 4 taps; a first tap of 1 moves the dy origin),
+    # 2 groups of 40 channels and 16 output channels
+    "conv2d_wgmma_input_grad": "2 80 11 13 32 3 3 2 1 3 2 input_grad 2",
+    "conv2d_wgmma_input_grad_s1": "1 16 9 10 24 3 3 1 1 2 2 input_grad 1",  # stride 1, dilation 2: TMA stores
+    "conv2d_wgmma_input_grad_tapless": "1 16 9 10 16 3 3 2 1 2 2 input_grad 1",  # dilation 2 at stride 2: odd rows
+}                                                                                 # and columns get no tap
+KERNEL_OF = {"bmm_mma_sync_mk": "bmm_mma_sync"}  # problem -> kernel file, where the prefix does not say
+KERNEL_OF.update({problem: "conv2d_wgmma" for problem in PROBLEMS if problem.startswith("conv2d_wgmma")})
 
 # (id, file, text, replacement, kernel file, problem)
 DEFECTS = [
@@ -116,17 +123,33 @@ DEFECTS = [
     ("cluster barrier left out before exit", "bmm_wgmma_cluster.cu",
      "  cluster_sync();  // neither block leaves while the other may still reach its shared memory", "",
      "bmm_wgmma_cluster", "bmm_wgmma_cluster"),
-    # conv2d_wgmma: the im2col copies
+    # conv2d_wgmma: the im2col copies, the stride phases of the input gradient, the groups
     ("im2col offsets of the filter tap swapped", "conv2d_wgmma.cu",
-     "static_cast<uint16_t>(t * a.dil_w), static_cast<uint16_t>(r * a.dil_h)",
-     "static_cast<uint16_t>(r * a.dil_h), static_cast<uint16_t>(t * a.dil_w)", "conv2d_wgmma", "conv2d_wgmma"),
+     "static_cast<uint16_t>(v.offset0_w + tb * v.offset_step_w),\n"
+     "                        static_cast<uint16_t>(v.offset0_h + ta * v.offset_step_h)",
+     "static_cast<uint16_t>(v.offset0_h + ta * v.offset_step_h),\n"
+     "                        static_cast<uint16_t>(v.offset0_w + tb * v.offset_step_w)", "conv2d_wgmma", "conv2d_wgmma"),
     ("im2col bounding box without the padding", "hopper_tma.cuh",
      "const int lower[2] = {static_cast<int>(-pad_w), static_cast<int>(-pad_h)};", "const int lower[2] = {0, 0};",
      "conv2d_wgmma", "conv2d_wgmma"),
     ("tile's first input position without the stride", "conv2d_wgmma.cu",
-     "(pq / a.q) * a.stride_h - a.pad_h", "(pq / a.q) - a.pad_h", "conv2d_wgmma", "conv2d_wgmma"),
-    ("filter box one tap off", "conv2d_wgmma.cu", "static_cast<int>(tap), static_cast<int>(tn * BN)",
-     "static_cast<int>(tap + 1), static_cast<int>(tn * BN)", "conv2d_wgmma", "conv2d_wgmma"),
+     "(ij / v.rows_w) * v.step_h", "(ij / v.rows_w)", "conv2d_wgmma", "conv2d_wgmma"),
+    ("filter box one tap off", "conv2d_wgmma.cu", "static_cast<int>(filter_tap),",
+     "static_cast<int>(filter_tap + 1),", "conv2d_wgmma", "conv2d_wgmma"),
+    ("a phase reads filter taps it should skip", "conv_wgmma_views.h", "v.filter_step_r = f.tap_step_r",
+     "v.filter_step_r = 1", "conv2d_wgmma", "conv2d_wgmma_input_grad"),
+    ("a phase's dy offsets run forwards", "conv_wgmma_views.h", "  offset_step = -delta;",
+     "  offset_step = delta;\n  offset0 = 0;", "conv2d_wgmma", "conv2d_wgmma_input_grad_s1"),
+    ("a phase's dy origin without its first tap", "conv_wgmma_views.h",
+     "const int64_t base = (phase + pad - r0 * dil) / stride", "const int64_t base = (phase + pad) / stride",
+     "conv2d_wgmma", "conv2d_wgmma_input_grad"),
+    ("a phase's pixels stored at stride 1", "conv2d_wgmma.cu", "a.h, a.w, a.c, gemm_phase<true>(a, phase)}",
+     "a.h, a.w, a.c, gemm_phase<false>(a, phase)}", "conv2d_wgmma", "conv2d_wgmma_input_grad"),
+    ("a phase no tap reaches left unwritten", "conv2d_wgmma.cu",
+     "      if (g.view.empty()) continue;", "      if (g.view.empty() || g.view.tapless()) continue;",
+     "conv2d_wgmma", "conv2d_wgmma_input_grad_tapless"),
+    ("the group's filter rows at group 0", "conv2d_wgmma.cu", "filter_map(a.weight + group * cg * a.r * a.s * kg",
+     "filter_map(a.weight + 0 * cg * a.r * a.s * kg", "conv2d_wgmma", "conv2d_wgmma_input_grad"),
     ("out-of-bounds epilogue store", "epilogue.cuh", "if (row < p.m && col < p.n)", "if (row <= p.m && col < p.n)",
      "bmm_mma_sync", "bmm_mma_sync"),
     ("missing __syncthreads after a shared-tile refill (SIMT)", "bmm_warptile.cu",
@@ -163,7 +186,7 @@ def copy_of_kernels(root: Path, name: str) -> Path:
 
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
 def test_unmodified_sources_pass_the_driver(toolchain, problem):
-    kernel = problem.removesuffix("_mk")
+    kernel = KERNEL_OF.get(problem, problem)
     exe = compile_kernel(toolchain, build.KERNELS, kernel, toolchain.root / f"clean_{problem}")
     done = run(exe, problem)
     assert done.returncode == 0, done.stdout + done.stderr

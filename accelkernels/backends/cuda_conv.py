@@ -2,11 +2,12 @@
 
     forward      1x1, stride 1, no padding, groups 1 -> the GEMM kernels (cuda_bmm) on pixel views
                  groups = C (depthwise)              -> "depthwise"
-                 fp16/bf16 on compute capability 9.0 with sm_90a code, groups 1, C and K % 8, strides
+                 fp16/bf16 on compute capability 9.0 with sm_90a code, channels per group % 8, strides
                  1..8, padding the im2col map can hold -> "wgmma" (im2col TMA + wgmma)
                  fp16/bf16, channels per group % 8   -> "implicit_gemm" (tensor cores, sm_80+)
                  everything else                     -> "direct" (SIMT, any dtype and argument)
-    input_grad   1x1 as above -> GEMM; tensor-core eligible -> "implicit_gemm"; else "direct"
+    input_grad   1x1 as above -> GEMM; then as the forward: "wgmma" where it serves (every stride
+                 phase's im2col view encodable), "implicit_gemm", "direct"
     weight_grad  tensor-core eligible -> "implicit_gemm" (split-K); else "direct"
 
 The tensor-core kernels read channels_last operands; the C++ host converts others (a layout change
@@ -15,6 +16,9 @@ None of these choices has been timed on a GPU yet: the order is the design's.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import torch
 
@@ -48,38 +52,87 @@ def conv_kernel_for(pass_: str, dtype: torch.dtype, channels: int, out_channels:
     return "direct"
 
 
-def wgmma_conv_unsupported_reason(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str | None:
-    """Why the wgmma/im2col-TMA forward kernel cannot serve this problem, or None. Mirrors
-    csrc/kernels/conv_args.h (conv_wgmma_unsupported_reason), less the layouts, which the host makes
-    dense channels_last."""
-    _, c, h, w = x.shape
+def _taps_on_grid(offset: int, dil: int, stride: int, size: int) -> tuple[int, int, int]:
+    """The taps r < size with (offset - r·dil) a multiple of stride: first, step, count (conv_gather.cuh)."""
+    step = stride // math.gcd(dil, stride)
+    first = next((r for r in range(min(step, size)) if (offset - r * dil) % stride == 0), None)
+    return (0, step, 0) if first is None else (first, step, (size - 1 - first) // step + 1)
+
+
+def _im2col_axes(pass_: str, size: int, out: int, r: int, stride: int, pad: int, dil: int):
+    """Per launch, one spatial axis of its im2col view: (rows, source size, origin, step, taps, largest offset).
+    Mirrors conv_wgmma_views.h: the forward reads x; input_grad one view per stride phase, over dy at step 1."""
+    if pass_ == "forward":
+        return [(out, size, -pad, stride, r, dil * (r - 1))]
+    axes = []
+    for phase in range(stride):
+        rows = (size - phase + stride - 1) // stride if phase < size else 0
+        r0, tap_step, taps = _taps_on_grid(phase + pad, dil, stride, r)
+        delta = tap_step * dil // stride
+        origin = (phase + pad - r0 * dil) // stride - (taps - 1) * delta if taps else 0
+        axes.append((rows, out, origin, 1, taps, (taps - 1) * delta if taps else 0))
+    return axes
+
+
+def wgmma_conv_unsupported_reason(dtype: torch.dtype, input_shape, weight_shape, stride, padding, dilation, groups,
+                                  pass_: str = "forward") -> str | None:
+    """Why the wgmma/im2col-TMA kernel of a pass ("forward", "input_grad") cannot serve this problem, or None.
+    Mirrors csrc/kernels/conv_wgmma_views.h (conv_wgmma_unsupported_reason), less the layouts, which the host
+    makes dense channels_last."""
+    n, c, h, w = input_shape
     k, _, r, s = weight_shape
-    if x.dtype not in TENSOR_CORE_DTYPES:
-        return f"{x.dtype} is not float16/bfloat16"
-    if groups != 1:
-        return "groups must be 1"
-    if c % 8 or k % 8:
-        return "input and output channels must be multiples of 8"
-    if not all(1 <= st <= 8 for st in stride):
-        return "strides must be 1..8 (the im2col map's traversal strides)"
+    if pass_ not in ("forward", "input_grad"):
+        return "the weight gradient has no wgmma kernel yet"
+    if dtype not in TENSOR_CORE_DTYPES:
+        return f"{dtype} is not float16/bfloat16"
+    if (c // groups) % 8 or (k // groups) % 8:
+        return "channels per group (input and output) must be multiples of 8"
     p = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
     q = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
-    upper = ((p - 1) * stride[0] + 1 - h - padding[0], (q - 1) * stride[1] + 1 - w - padding[1])
-    if not all(-128 <= corner <= 127 for corner in (-padding[0], -padding[1], *upper)):
-        return "padding or output geometry outside the im2col map's corner range (-128..127)"
-    if dilation[0] * (r - 1) >= 255 or dilation[1] * (s - 1) >= 255:
-        return "filter taps beyond the 8-bit im2col offsets"
-    if x.shape[0] * p * q >= 2**31:
-        return "more than 2^31 output pixels (32-bit TMA coordinates)"
+    if n * p * q >= 2**31 or n * h * w >= 2**31:
+        return "more than 2^31 pixels (32-bit TMA coordinates)"
+    rows = _im2col_axes(pass_, h, p, r, stride[0], padding[0], dilation[0])
+    cols = _im2col_axes(pass_, w, q, s, stride[1], padding[1], dilation[1])
+    for view in itertools.product(rows, cols):
+        if any(axis[0] == 0 or axis[4] == 0 for axis in view):
+            continue  # nothing launched, or nothing loaded
+        if not all(1 <= axis[3] <= 8 for axis in view):
+            return "strides must be 1..8 (the im2col map's traversal strides)"
+        corners = [corner for rows_, src, origin, step, _, _ in view
+                   for corner in (origin, origin + (rows_ - 1) * step + 1 - src)]
+        if not all(-128 <= corner <= 127 for corner in corners):
+            return "padding or output geometry outside the im2col map's corner range (-128..127)"
+        if any(axis[5] >= 255 for axis in view):
+            return "filter taps beyond the 8-bit im2col offsets"
     return None
+
+
+def hopper_conv_serves(t: torch.Tensor, input_shape, weight_shape, stride, padding, dilation, groups,
+                       pass_: str) -> bool:
+    """Whether the wgmma kernel of a pass serves this problem here: compute capability 9.0 with sm_90a code,
+    and a problem it can describe."""
+    return (device_capability(t) == (9, 0) and wgmma_code_present(t)
+            and wgmma_conv_unsupported_reason(t.dtype, input_shape, weight_shape, stride, padding, dilation, groups,
+                                              pass_) is None)
 
 
 def forward_kernel_for(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str:
     """The forward kernel of a non-GEMM problem: on compute capability 9.0 with sm_90a code, the wgmma
     kernel where it serves (the newer step of the tensor-core ladder), else conv_kernel_for's choice."""
     kernel = conv_kernel_for("forward", x.dtype, x.shape[1], weight_shape[0], groups, device_capability(x))
-    if (kernel == "implicit_gemm" and device_capability(x) == (9, 0) and wgmma_code_present(x)
-            and wgmma_conv_unsupported_reason(x, weight_shape, stride, padding, dilation, groups) is None):
+    if kernel == "implicit_gemm" and hopper_conv_serves(x, x.shape, weight_shape, stride, padding, dilation, groups,
+                                                        "forward"):
+        return "wgmma"
+    return kernel
+
+
+def input_grad_kernel_for(grad_output: torch.Tensor, input_shape, weight_shape, stride, padding, dilation,
+                          groups) -> str:
+    """The input-gradient kernel of a non-GEMM problem, by the forward's rule."""
+    kernel = conv_kernel_for("input_grad", grad_output.dtype, input_shape[1], weight_shape[0], groups,
+                             device_capability(grad_output))
+    if kernel == "implicit_gemm" and hopper_conv_serves(grad_output, input_shape, weight_shape, stride, padding,
+                                                        dilation, groups, "input_grad"):
         return "wgmma"
     return kernel
 
@@ -127,8 +180,7 @@ def input_grad(grad_output, input_shape, weight, stride, padding, dilation, grou
             out = _gemm(dy3, w3, None, "none")
             if out is not None:
                 return _as_image(out, n, h, w)
-    kernel = conv_kernel_for("input_grad", grad_output.dtype, c, k, groups,
-                             device_capability(grad_output))
+    kernel = input_grad_kernel_for(grad_output, input_shape, weight.shape, stride, padding, dilation, groups)
     return torch.ops.accelkernels.cuda_conv2d_input_grad(grad_output, weight, list(input_shape), list(stride),
                                                          list(padding), list(dilation), groups, kernel,
                                                          channels_last)

@@ -83,35 +83,10 @@ const char* conv_implicit_gemm_unsupported_reason(const ConvArgs<T>& p, ConvPass
   return nullptr;
 }
 
-// Hopper (sm_90a only), forward: the implicit GEMM on wgmma fed by im2col TMA copies of x and tiled TMA
-// copies of the filter, the TMA-store epilogue into y (conv2d_wgmma.cu). Operands must satisfy
-// conv_wgmma_unsupported_reason.
+// Hopper (sm_90a only), forward and input_grad: the implicit GEMMs on wgmma fed by im2col TMA copies of the
+// source (x, or dy) and tiled TMA copies of the filter (conv2d_wgmma.cu). Operands must satisfy
+// conv_wgmma_unsupported_reason (conv_wgmma_views.h); input_grad reads the regrouped Wt as above.
 template <typename T> void launch_conv2d_wgmma(const ConvArgs<T>& args, cudaStream_t stream);
-
-// Why conv2d_wgmma cannot serve this forward problem (nullptr when it can): the im2col map needs dense
-// NHWC x (channel rows of a multiple of 16 bytes), its traversal strides are 1..8 and its 4-D corner
-// offsets (the padding, and the box's upper corner) -128..127; the filter is read as a dense (K, R*S, C)
-// array, y written as a dense (N*P*Q, K) one; the tap offsets are 8-bit.
-template <typename T>
-const char* conv_wgmma_unsupported_reason(const ConvArgs<T>& p) {
-  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  auto dense_nhwc = [](const int64_t (&st)[4], int64_t c, int64_t h, int64_t w) {
-    return st[1] == 1 && st[3] == c && st[2] == w * c && st[0] == h * w * c;
-  };
-  if (p.groups != 1) return "groups must be 1";
-  if (p.c % 8 != 0 || p.k % 8 != 0) return "input and output channels must be multiples of 8";
-  if (!aligned(p.x) || !dense_nhwc(p.x_stride, p.c, p.h, p.w)) return "x must be a dense channels_last tensor";
-  if (!aligned(p.weight) || !dense_nhwc(p.w_stride, p.c, p.r, p.s)) return "the filter must be dense channels_last";
-  if (!aligned(p.y) || !dense_nhwc(p.y_stride, p.k, p.p, p.q)) return "y must be a dense channels_last tensor";
-  if (p.stride_h < 1 || p.stride_h > 8 || p.stride_w < 1 || p.stride_w > 8)
-    return "strides must be 1..8 (the im2col map's traversal strides)";
-  const int64_t upper_h = (p.p - 1) * p.stride_h + 1 - p.h - p.pad_h, upper_w = (p.q - 1) * p.stride_w + 1 - p.w - p.pad_w;
-  for (int64_t corner : {-p.pad_h, -p.pad_w, upper_h, upper_w})
-    if (corner < -128 || corner > 127) return "padding or output geometry outside the im2col map's corner range (-128..127)";
-  // A 4-D im2col copy's two offsets share 16 bits: 8 each (CUTLASS: offset_limit = (1 << (16 / spatial dims)) - 1).
-  if (p.dil_h * (p.r - 1) >= 255 || p.dil_w * (p.s - 1) >= 255) return "filter taps beyond the 8-bit im2col offsets";
-  if (p.n * p.p * p.q >= (int64_t{1} << 31)) return "more than 2^31 output pixels (32-bit TMA coordinates)";
-  return nullptr;
-}
+template <typename T> void launch_conv2d_wgmma_input_grad(const ConvArgs<T>& args, cudaStream_t stream);
 
 }  // namespace accelkernels

@@ -258,23 +258,24 @@ inline PFN_cuTensorMapEncodeIm2col_v12000 encode_im2col_function() {
   return fn;
 }
 
-// An im2col map of a contiguous NHWC 16-bit tensor for a convolution's implicit GEMM: columns of
-// `pixels` output pixels x `channels` input channels, 128-byte swizzle. The bounding box of the base
+// An im2col map of an NHWC 16-bit tensor (c channels read of `pitch` per pixel, rows dense) for a
+// convolution's implicit GEMM: boxes of `pixels` output pixels x `channels` input channels, 128-byte
+// swizzle; channels past c are zero-filled, so a group's map reads no other group's. The bounding box of the base
 // positions per image is [-pad, (P - 1) * stride + 1 - pad) along each spatial dimension, so its
 // traversal by the stride visits exactly the P x Q output pixels (then the next image); the filter tap
 // comes with each copy as its offset (r * dilation, s * dilation).
 template <typename T>
-CUtensorMap im2col_tensor_map(const T* base, int64_t n, int64_t h, int64_t w, int64_t c, int64_t p, int64_t q,
-                              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, uint32_t pixels,
-                              uint32_t channels, const char* who) {
+CUtensorMap im2col_tensor_map(const T* base, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pitch, int64_t p,
+                              int64_t q, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              uint32_t pixels, uint32_t channels, const char* who) {
   static_assert(sizeof(T) == 2, "16-bit elements");
   const auto encode = encode_im2col_function();
   if (encode == nullptr) throw std::runtime_error(std::string(who) + ": cuTensorMapEncodeIm2col is unavailable");
   CUtensorMap map{};
   const cuuint64_t dims[4] = {static_cast<cuuint64_t>(c), static_cast<cuuint64_t>(w), static_cast<cuuint64_t>(h),
                               static_cast<cuuint64_t>(n)};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(c * 2), static_cast<cuuint64_t>(w * c * 2),
-                                 static_cast<cuuint64_t>(h * w * c * 2)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(pitch * 2), static_cast<cuuint64_t>(w * pitch * 2),
+                                 static_cast<cuuint64_t>(h * w * pitch * 2)};
   const int lower[2] = {static_cast<int>(-pad_w), static_cast<int>(-pad_h)};  // W first
   const int upper[2] = {static_cast<int>((q - 1) * stride_w + 1 - w - pad_w),
                         static_cast<int>((p - 1) * stride_h + 1 - h - pad_h)};

@@ -37,6 +37,15 @@ static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory a block ma
 static_assert((kProducerRegs + kConsumers * kConsumerRegs) * 128 <= (65536 / kThreads) / 8 * 8 * kThreads,
               "the register split does not add up");
 
+// What the epilogue applies: a bias per output column (nullptr: none) over `columns` columns, then the
+// activation. The GEMMs' columns are N; a convolution's are its output channels.
+template <typename T>
+struct Epilogue {
+  const T* bias;
+  int64_t columns;
+  Activation activation;
+};
+
 #ifdef AK_WGMMA_ENABLED
 using namespace hopper;
 
@@ -108,15 +117,6 @@ __device__ __forceinline__ void mainloop(float (&d)[128], const unsigned char* s
   fence_operands(d);  // the epilogue reads d only after the wait
   if (k_tiles > 0 && thread_in_group == 0) release(static_cast<int>((step - 1) % kStages));
 }
-
-// What the epilogue applies: a bias per output column (nullptr: none) over `columns` columns, then the
-// activation. The GEMMs' columns are N; a convolution's are its output channels.
-template <typename T>
-struct Epilogue {
-  const T* bias;
-  int64_t columns;
-  Activation activation;
-};
 
 // act(acc + bias[col]) in fp32, as the other kernels' epilogue; columns past the last are clipped by the store.
 template <typename T>

@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
               x[((static_cast<size_t>(in) * h + ih) * w + iw) * c + ic] =
                   __float2bfloat16_rn(static_cast<float>((7 * in + 5 * ih + 3 * iw + ic) % 97 - 48));
       ak_emu::register_global(x.data(), x.size() * 2, false, "x");
-      const CUtensorMap map = hopper::im2col_tensor_map(x.data(), n, h, w, c, p, q, st, st, pad, pad, 32, 64, "probe");
+      const CUtensorMap map = hopper::im2col_tensor_map(x.data(), n, h, w, c, c, p, q, st, st, pad, pad, 32, 64, "probe");
       const int m0 = a[11], n0 = m0 / (p * q), p0 = (m0 / q) % p, q0 = m0 % q;
       std::vector<uint8_t> out(32 * 128);
       cudaFuncSetAttribute(im2col_probe, cudaFuncAttributeMaxDynamicSharedMemorySize, 32 * 128 + 2048);
