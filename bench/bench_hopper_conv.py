@@ -3,15 +3,17 @@
 Issue 19's speed goals, measured on one card in one run (paired rounds, accelkernels.benchmark.timing; each
 ratio T_cuDNN / T_ours with its 99% interval, above 1 = ours faster). cuDNN runs channels_last with
 ``torch.backends.cudnn.benchmark = True`` (its best algorithm per shape, picked before timing); ours reads the
-same channels_last tensors, so no layout change is timed on either side.
+same channels_last tensors, so no layout change is timed on either side (but in the NCHW rows of 1).
 
 1. Forward: ``cuda_conv2d(x, w, None, ..., "none", "wgmma")`` against ``F.conv2d(x, w)`` on the ResNet-50 3x3
    layers at batch 128 (bench/suites/resnet50.csv, the b128 rows).
+   The same layers with NCHW tensors are shown too (no goal): ours then converts x to channels_last and y back,
+   and those copies are in its time; cuDNN runs NCHW.
 2. Fused: ``cuda_conv2d(x, w, b, ..., "relu", "wgmma")`` against cuDNN's convolution followed by a separate
    bias add and ReLU (``F.relu(F.conv2d(x, w) + b)``), bench/suites/conv_fused.csv.
-3. Backward: our input gradient (``wgmma``) and weight gradient (the kernel ``backend="cuda"`` picks; no wgmma
-   weight gradient yet) against ``aten.convolution_backward`` for both, on the layers of 1; the input gradient
-   alone is shown too (no goal).
+3. Backward: our input gradient and weight gradient (both ``wgmma``: the stride-phase transposed GEMM, and the
+   MN-major split-K GEMM with its reduction) against ``aten.convolution_backward`` for both, on the layers of 1;
+   each gradient alone is shown too (no goal).
 
 Goals (the issue's; exit status 1 when one is missed):
   - forward, ResNet-50 3x3 layers at batch 128: geometric mean of the ratios >= 0.9 (stretch goal 1.0);
@@ -51,7 +53,6 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     import accelkernels  # noqa: F401  (registers the ops)
-    from accelkernels.backends.cuda_conv import conv_kernel_for
     from accelkernels.benchmark import problems, timing
 
     meta = hopper_bench.start(args, "bench_hopper_conv")
@@ -91,6 +92,11 @@ def main(argv=None) -> int:
         forward_rows.append(measure("forward", case, lambda x=x, w=w, st=st, pad=pad, g=g: F.conv2d(x, w, None, st, pad, 1, g),
                                     lambda x=x, w=w, st=st, pad=pad, dil=dil, g=g: ops.cuda_conv2d(
                                         x, w, None, st, pad, dil, g, "none", "wgmma", True), None))
+        # NCHW in and out: ours converts x to channels_last and y back (both copies timed), cuDNN runs NCHW
+        xn, wn = x.contiguous(), w.contiguous()
+        measure("nchw", case, lambda x=xn, w=wn, st=st, pad=pad, g=g: F.conv2d(x, w, None, st, pad, 1, g),
+                lambda x=xn, w=wn, st=st, pad=pad, dil=dil, g=g: ops.cuda_conv2d(
+                    x, w, None, st, pad, dil, g, "none", "wgmma", False), None)
     for case in fused:
         x, w, b, st, pad, dil, g = operands(case, bias=True)
         bias4 = b.view(1, -1, 1, 1)
@@ -100,19 +106,21 @@ def main(argv=None) -> int:
     for case in resnet:
         x, w, _, st, pad, dil, g = operands(case, bias=False)
         dy = F.conv2d(x, w, None, st, pad, 1, g).contiguous(memory_format=torch.channels_last)
-        wgrad = conv_kernel_for("weight_grad", dtype, x.shape[1], w.shape[0], g, torch.cuda.get_device_capability())
 
         def reference(x=x, w=w, dy=dy, st=st, pad=pad, g=g, mask=(True, True, False)):
             return torch.ops.aten.convolution_backward(dy, x, w, None, st, pad, [1, 1], False, [0, 0], g, list(mask))
 
-        def ours(x=x, w=w, dy=dy, st=st, pad=pad, dil=dil, g=g, wgrad=wgrad):
+        def ours(x=x, w=w, dy=dy, st=st, pad=pad, dil=dil, g=g):
             return (ops.cuda_conv2d_input_grad(dy, w, list(x.shape), st, pad, dil, g, "wgmma", True),
-                    ops.cuda_conv2d_weight_grad(dy, x, list(w.shape), st, pad, dil, g, wgrad, True))
+                    ops.cuda_conv2d_weight_grad(dy, x, list(w.shape), st, pad, dil, g, "wgmma", True))
 
         measure("backward", case, reference, ours, GOAL_BACKWARD)
         measure("dx", case, lambda r=reference: r(mask=(True, False, False)),
                 lambda x=x, w=w, dy=dy, st=st, pad=pad, dil=dil, g=g: ops.cuda_conv2d_input_grad(
                     dy, w, list(x.shape), st, pad, dil, g, "wgmma", True), None)
+        measure("dw", case, lambda r=reference: r(mask=(False, True, False)),
+                lambda x=x, w=w, dy=dy, st=st, pad=pad, dil=dil, g=g: ops.cuda_conv2d_weight_grad(
+                    dy, x, list(w.shape), st, pad, dil, g, "wgmma", True), None)
 
     geomean = math.exp(sum(math.log(r["ratio"]) for r in forward_rows) / len(forward_rows))
     forward_ok = geomean >= GOAL_FORWARD_GEOMEAN

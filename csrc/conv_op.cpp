@@ -274,10 +274,15 @@ at::Tensor cuda_conv2d_input_grad(const at::Tensor& grad_output, const at::Tenso
 // same starting point as the Triton wgrad (no GPU has timed either yet).
 constexpr int64_t kMinPixelsPerSplit = 512;
 
-int64_t weight_grad_splits(const Geometry& g) {
+// The wgmma kernel (conv2d_wgmma_weight_grad.cu) runs persistent tiles of 128 output channels x 4 (tap,
+// 64-channel) blocks, one launch per group (one after the other): enough slices for one tile per SM in
+// each launch. Untuned as well.
+int64_t weight_grad_splits(const Geometry& g, bool hopper) {
   const int64_t kg = g.k / g.groups, cg = g.c / g.groups, pixels = g.n * g.p * g.q;
-  const int64_t blocks = ((kg + 127) / 128) * ((cg + 127) / 128) * g.groups * g.r * g.s;
-  const int64_t wanted = (2 * device_attribute(cudaDevAttrMultiProcessorCount) + blocks - 1) / blocks;
+  const int64_t blocks = hopper ? ((kg + 127) / 128) * ((g.r * g.s * ((cg + 63) / 64) + 3) / 4)
+                                : ((kg + 127) / 128) * ((cg + 127) / 128) * g.groups * g.r * g.s;
+  const int64_t waves = hopper ? 1 : 2;
+  const int64_t wanted = (waves * device_attribute(cudaDevAttrMultiProcessorCount) + blocks - 1) / blocks;
   return std::clamp<int64_t>(std::min(wanted, pixels / kMinPixelsPerSplit), 1, kMaxGrid);
 }
 
@@ -301,7 +306,7 @@ at::Tensor cuda_conv2d_weight_grad(const at::Tensor& grad_output, const at::Tens
   if (kernel.tensor_cores) {
     dy = channels_last(grad_output);
     x = channels_last(input);
-    splits = weight_grad_splits(g);
+    splits = weight_grad_splits(g, is_hopper_kernel(kernel));
     workspace = dh::empty_output({splits * dw.numel()}, grad_output.options().dtype(at::kFloat), at::MemoryFormat::Contiguous,
                                   "workspace");
   }

@@ -75,6 +75,9 @@ const std::vector<ConvKernel>& conv_kernels() {
        "tensor cores: dy^T x im2col(x) per tap, split-K over N*P*Q, fixed-order sum of the slices",
        nullptr, &launch_conv2d_implicit_gemm_weight_grad<__half>,
        &launch_conv2d_implicit_gemm_weight_grad<__nv_bfloat16>, true},
+      {"wgmma", P::kWeightGrad, "float16,bfloat16", "9.0a",
+       "Hopper: dy^T x im2col(x) on wgmma with MN-major tiles (TMA, im2col TMA), split-K, fixed-order sum",
+       nullptr, &launch_conv2d_wgmma_weight_grad<__half>, &launch_conv2d_wgmma_weight_grad<__nv_bfloat16>, true},
   };
   return kernels;
 }

@@ -97,7 +97,8 @@ def test_extension_build_info_and_registry():
                     ("cuda_conv2d", "wgmma"),
                     ("cuda_conv2d_input_grad", "direct"), ("cuda_conv2d_input_grad", "implicit_gemm"),
                     ("cuda_conv2d_input_grad", "wgmma"),
-                    ("cuda_conv2d_weight_grad", "direct"), ("cuda_conv2d_weight_grad", "implicit_gemm")}
+                    ("cuda_conv2d_weight_grad", "direct"), ("cuda_conv2d_weight_grad", "implicit_gemm"),
+                    ("cuda_conv2d_weight_grad", "wgmma")}
     assert all(k["tensor_cores"] == (k["name"] in ("implicit_gemm", "wgmma")) for k in kernels if k["op"] != "cuda_bmm")
     kernels = [k for k in kernels if k["op"] == "cuda_bmm"]
     by_name = {k["name"]: k for k in kernels}
@@ -144,7 +145,7 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
     elfs = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True, check=True).stdout
     arch_list = status.module.build_info()["arch_list"]
     sources = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "csrc" / "kernels").glob("*.cu"))
-    assert len(sources) == 14, sources
+    assert len(sources) == 15, sources
     for sm, arch in (("sm_80", "8.0"), ("sm_90a", "9.0a")):
         if arch in arch_list.split(","):
             for source in sources:
@@ -196,6 +197,15 @@ def test_sass_has_every_kernel_for_sm80_and_sm90a_without_spills():
             assert "USETMAXREG.DEALLOC.CTAPOOL 0x28" in body
             phase_store = re.search(r"Lb1E", name) is not None  # conv2d_wgmma_kernel<T, kPhaseStore = true>
             assert ("UTMASTG.3D" in body) != phase_store and (not phase_store or "STG.E" in body), name
+            assert ".tnspA" not in body, name  # K-major operands
+        # the weight gradient: wgmma on MN-major (transposed) tiles of dy (tiled TMA) and x (im2col TMA), the
+        # fp32 partial sums stored as 64-bit pairs
+        wgrad = [body for name, body in functions.items() if "conv2d_wgmma_weight_grad_kernel" in name]
+        assert len(wgrad) == 2  # fp16, bf16
+        for body in wgrad:
+            assert re.search(r"HGMMA\.64x256x16\.F32\S* \S+, gdesc\[\S+\]\.tnspA\.tnspB", body)
+            assert "UTMALDG.4D.IM2COL" in body and "UTMALDG.3D" in body and "STG.E.64" in body
+            assert "USETMAXREG.DEALLOC.CTAPOOL 0x28" in body
     spills = [line for line in sass.splitlines() if re.search(r"\b(LDL|STL)\b", line)]
     assert not spills, f"local-memory traffic (register spills) in SASS: {spills[:3]}"
 

@@ -185,9 +185,10 @@ WGMMA_CONV_SHAPES = {
 @pytest.mark.parametrize("shape", [*KERNEL_SHAPES, *WGMMA_CONV_SHAPES])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @gpu
-def test_wgmma_forward_and_input_grad_against_float64(dtype, shape, layout):
-    """The Hopper forward and input gradient (im2col TMA + wgmma; groups one launch each, the input gradient one
-    per stride phase) on the card: compute capability 9.0 with sm_90a code only."""
+def test_wgmma_forward_and_gradients_against_float64(dtype, shape, layout):
+    """The Hopper forward and both gradients (im2col TMA + wgmma; groups one launch each, the input gradient one
+    per stride phase, the weight gradient on MN-major tiles with split-K) on the card: compute capability 9.0
+    with sm_90a code only. The first run of the MN-major descriptors on hardware is here."""
     _cuda_backend_or_skip()
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the wgmma/im2col-TMA convolution runs on compute capability 9.0 only")
@@ -211,6 +212,13 @@ def test_wgmma_forward_and_input_grad_against_float64(dtype, shape, layout):
                                  torch.nn.grad.conv2d_input(x.shape, wt.double(), dy.double(), stride, padding,
                                                             dilation, groups), "wgmma input grad")
     assert dx.is_contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
+    _poison()
+    dw = torch.ops.accelkernels.cuda_conv2d_weight_grad(dy, x, list(wt.shape), stride, padding, dilation, groups,
+                                                        "wgmma", layout == "nhwc")
+    assert_within_2x_torch_error(dw, torch.nn.grad.conv2d_weight(x, wt.shape, dy, stride, padding, dilation, groups),
+                                 torch.nn.grad.conv2d_weight(x.double(), wt.shape, dy.double(), stride, padding,
+                                                             dilation, groups), "wgmma weight grad")
+    assert dw.is_contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])

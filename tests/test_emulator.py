@@ -292,8 +292,8 @@ def _on_wgmma_cases():
 
 @pytest.mark.parametrize("case,args,activation", list(_on_wgmma_cases()))
 def test_conv2d_random_configurations_on_wgmma(emu, case, args, activation):
-    """Forward and both gradients through backend="cuda" with autograd, the forward and input gradient on the
-    wgmma kernels wherever they serve (checked), against the float64 oracle."""
+    """Forward and both gradients through backend="cuda" with autograd, on the wgmma kernels wherever they serve
+    (checked), against the float64 oracle."""
     from accelkernels.backends import cuda_conv
     from accelkernels.backends._batched import is_depthwise, is_pointwise
 
@@ -304,12 +304,15 @@ def test_conv2d_random_configurations_on_wgmma(emu, case, args, activation):
         assert cuda_conv.forward_kernel_for(x, wt.shape, stride, padding, dilation, groups) == expected
         assert cuda_conv.input_grad_kernel_for(x, x.shape, wt.shape, stride, padding, dilation, groups) == (
             "direct" if expected == "depthwise" else "wgmma")
+        assert cuda_conv.weight_grad_kernel_for(x, wt.shape, stride, padding, dilation, groups) == (
+            "direct" if expected == "depthwise" else "wgmma")
     conv_cases.check_against_float64(x, wt, b, args, activation, backend="cuda")
 
 
 def test_conv2d_wgmma_groups_do_not_mix(emu):
     """A group's im2col map ends at its own channels (zero-filled past them), so a NaN in one group's input
-    reaches only that group's outputs, as in torch; the same for dy in the input gradient."""
+    reaches only that group's outputs, as in torch; the same for dy in the input gradient, and for x and dy in
+    the weight gradient (only the group's filters)."""
     x, wt, b = conv_cases.make_conv(1, 32, 6, 7, 16, 3, 3, 2, torch.bfloat16, "nhwc")
     x[:, 16:, 2, 3] = float("nan")  # group 1's channels
     y = torch.ops.accelkernels.cuda_conv2d(x, wt, b, [1, 1], [1, 1], [1, 1], 2, "none", "wgmma", True)
@@ -323,6 +326,15 @@ def test_conv2d_wgmma_groups_do_not_mix(emu):
         dx = torch.ops.accelkernels.cuda_conv2d_input_grad(dy_s, wt, [1, 32, 6, 7], [stride] * 2, [1, 1], [1, 1], 2,
                                                            "wgmma", True)
         assert torch.isfinite(dx[:, :16]).all() and torch.isnan(dx[:, 16:]).any(), stride
+    dy = torch.randn(1, 16, 6, 7).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    dw = torch.ops.accelkernels.cuda_conv2d_weight_grad(dy, x, list(wt.shape), [1, 1], [1, 1], [1, 1], 2, "wgmma",
+                                                        True)
+    assert torch.isfinite(dw[:8]).all() and torch.isnan(dw[8:]).any()  # x's NaN: group 1's filters only
+    x[:, 16:] = 1.0
+    dy[:, 2:3, 4, 4] = float("nan")  # group 0's output channel 2
+    dw = torch.ops.accelkernels.cuda_conv2d_weight_grad(dy, x, list(wt.shape), [1, 1], [1, 1], [1, 1], 2, "wgmma",
+                                                        True)
+    assert torch.isnan(dw[2]).any() and torch.isfinite(dw[:2]).all() and torch.isfinite(dw[3:]).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -333,8 +345,18 @@ def test_conv2d_wgmma_groups_do_not_mix(emu):
     dict(stride=(3, 2), padding=(0, 1), dilation=(2, 1)),   # phases with gcd(dilation, stride) > 1
 ])
 def test_implicit_gemm_passes(emu, dtype, layout, geometry):
+    """The mma.sync implicit GEMMs, all three passes: on compute capability 8.0 backend="cuda" takes them."""
+    from accelkernels.backends import cuda_conv
+
     x, wt, b = conv_cases.make_conv(2, 16, 9, 11, 24, 3, 3, 1, dtype, layout)
-    conv_cases.check_against_float64(x, wt, b, dict(geometry, groups=1), "relu", backend="cuda")
+    emu.configure(compute_capability=(8, 0))
+    try:
+        args = (wt.shape, geometry["stride"], geometry["padding"], geometry["dilation"], 1)
+        assert (cuda_conv.forward_kernel_for(x, *args), cuda_conv.weight_grad_kernel_for(x, *args)) == (
+            "implicit_gemm", "implicit_gemm")
+        conv_cases.check_against_float64(x, wt, b, dict(geometry, groups=1), "relu", backend="cuda")
+    finally:
+        emu.configure(compute_capability=(9, 0))
 
 
 WGMMA_CONV_CASES = {  # (n, c, h, w, k, r, s, stride, padding, dilation)
@@ -384,10 +406,11 @@ WGMMA_GROUPED_CASES = {  # (n, c, h, w, k, r, s, stride, padding, dilation, grou
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 @pytest.mark.parametrize("case", WGMMA_GROUPED_CASES.values(), ids=WGMMA_GROUPED_CASES.keys())
-def test_conv2d_wgmma_input_grad_and_groups(emu, dtype, layout, case):
-    """The wgmma input gradient (the transposed implicit GEMM per stride phase, dy fetched by im2col TMA) and the
-    grouped forward, against the float64 oracle: every phase shape (all taps, some, none, none of the rows),
-    groups, more than one tile each way, dx in the format asked for."""
+def test_conv2d_wgmma_gradients_and_groups(emu, dtype, layout, case):
+    """The wgmma input gradient (the transposed implicit GEMM per stride phase, dy fetched by im2col TMA), the
+    wgmma weight gradient (MN-major tiles of dy and im2col(x), split-K) and the grouped forward, against the
+    float64 oracle: every phase shape (all taps, some, none, none of the rows), groups, more than one tile each
+    way, dx and dw in the format asked for."""
     n, c, h, w, k, r, s, stride, padding, dilation, groups = case
     x, wt, b = conv_cases.make_conv(n, c, h, w, k, r, s, groups, dtype, layout)
     geometry = (list(stride), list(padding), list(dilation), groups)
@@ -406,10 +429,17 @@ def test_conv2d_wgmma_input_grad_and_groups(emu, dtype, layout, case):
     assert_within_2x_torch_error(dx, theirs, ref, "input grad")
     assert dx.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     assert torch.equal(dy, before[0]) and torch.equal(wt, before[1])
+    x_before = x.clone()
+    dw = torch.ops.accelkernels.cuda_conv2d_weight_grad(dy, x, list(wt.shape), *geometry, "wgmma", channels_last)
+    theirs = torch.nn.grad.conv2d_weight(x, wt.shape, dy, stride, padding, dilation, groups)
+    ref = torch.nn.grad.conv2d_weight(x.double(), wt.shape, dy.double(), stride, padding, dilation, groups)
+    assert_within_2x_torch_error(dw, theirs, ref, "weight grad")
+    assert dw.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.equal(dy, before[0]) and torch.equal(x, x_before)
 
 
 def test_conv2d_wgmma_choice_and_refusals(emu):
-    """backend="cuda" takes the wgmma forward and input gradient on an emulated Hopper with sm_90a code for the
+    """backend="cuda" takes the wgmma kernels of all three passes on an emulated Hopper with sm_90a code for the
     fp16/bf16 problems they can describe (groups included); odd channels per group, strides over 8 and boxes the
     im2col map cannot hold stay on implicit_gemm or direct, and an explicit request it cannot serve is refused
     with the reason."""
@@ -425,7 +455,10 @@ def test_conv2d_wgmma_choice_and_refusals(emu):
     assert "corner" in reason(x.dtype, x.shape, wt.shape, (1, 1), (129, 1), (1, 1), 1)
     assert "8-bit" in reason(x.dtype, x.shape, wt.shape, (1, 1), (128, 1), (128, 1), 1)
     assert "float16" in reason(torch.float32, x.shape, wt.shape, (1, 1), (1, 1), (1, 1), 1)
-    assert "weight gradient" in reason(x.dtype, x.shape, wt.shape, (1, 1), (1, 1), (1, 1), 1, "weight_grad")
+    # weight_grad reads x through the forward's view: the forward's limits
+    assert reason(x.dtype, x.shape, (16, 8, 3, 3), (2, 1), (1, 1), (1, 1), 2, "weight_grad") is None
+    assert "strides" in reason(x.dtype, x.shape, wt.shape, (9, 1), (1, 1), (1, 1), 1, "weight_grad")
+    assert "8-bit" in reason(x.dtype, x.shape, wt.shape, (1, 1), (128, 1), (128, 1), 1, "weight_grad")
     # input_grad reads dy at stride 1, so a stride of 9 is no obstacle; taps 128 rows apart are
     assert reason(x.dtype, (1, 16, 40, 40), wt.shape, (9, 1), (1, 1), (1, 1), 1, "input_grad") is None
     assert "8-bit" in reason(x.dtype, x.shape, wt.shape, (1, 1), (128, 1), (128, 1), 1, "input_grad")
@@ -433,13 +466,18 @@ def test_conv2d_wgmma_choice_and_refusals(emu):
     assert "corner" in reason(x.dtype, (1, 16, 8, 8), (16, 16, 1, 3), (1, 1), (0, 130), (1, 1), 1, "input_grad")
     args = (x, wt.shape, (1, 1), (1, 1), (1, 1), 1)
     grad_args = (x, x.shape, wt.shape, (2, 2), (1, 1), (1, 1), 1)
-    choices = [(cuda_conv.forward_kernel_for(*args), cuda_conv.input_grad_kernel_for(*grad_args))]
+    def choice():
+        return (cuda_conv.forward_kernel_for(*args), cuda_conv.input_grad_kernel_for(*grad_args),
+                cuda_conv.weight_grad_kernel_for(*args))
+
+    choices = [choice()]
     emu.configure(sm90a_code=False)
-    choices.append((cuda_conv.forward_kernel_for(*args), cuda_conv.input_grad_kernel_for(*grad_args)))
+    choices.append(choice())
     emu.configure(sm90a_code=True, compute_capability=(8, 0))
-    choices.append((cuda_conv.forward_kernel_for(*args), cuda_conv.input_grad_kernel_for(*grad_args)))
+    choices.append(choice())
     emu.configure(compute_capability=(9, 0))
-    assert choices == [("wgmma", "wgmma"), ("implicit_gemm", "implicit_gemm"), ("implicit_gemm", "implicit_gemm")]
+    assert choices == [("wgmma",) * 3, ("implicit_gemm",) * 3, ("implicit_gemm",) * 3]
+    assert cuda_conv.weight_grad_kernel_for(x, wt.shape, (9, 1), (1, 1), (1, 1), 1) == "implicit_gemm"
     assert cuda_conv.forward_kernel_for(x, (16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 2) == "wgmma"
     assert cuda_conv.forward_kernel_for(x, (16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 4) == "direct"
     assert_within_2x_torch_error(ak.conv2d(x, wt, b, padding=1, backend="cuda"),
@@ -459,6 +497,9 @@ def test_conv2d_wgmma_choice_and_refusals(emu):
         with pytest.raises(RuntimeError, match="kernel 'wgmma' needs sm_90a code"):
             torch.ops.accelkernels.cuda_conv2d_input_grad(dy, wt, [1, 16, 8, 8], [1, 1], [1, 1], [1, 1], 1, "wgmma",
                                                           True)
+        with pytest.raises(RuntimeError, match="kernel 'wgmma' needs sm_90a code"):
+            torch.ops.accelkernels.cuda_conv2d_weight_grad(dy, x, list(wt.shape), [1, 1], [1, 1], [1, 1], 1, "wgmma",
+                                                           True)
     finally:
         emu.configure(sm90a_code=True)
 
@@ -470,15 +511,21 @@ def test_stride_phase_no_tap_reaches(emu):
                                      None, backend="cuda")
 
 
-def test_weight_grad_split_k_slices(emu):
-    """Enough SMs that the split-K weight gradient cuts N*P*Q into several slices (and sums them)."""
-    emu.configure(sm_count=16)
+@pytest.mark.parametrize("capability,kernel", [((8, 0), "implicit_gemm"), ((9, 0), "wgmma")])
+def test_weight_grad_split_k_slices(emu, capability, kernel):
+    """Enough SMs that the split-K weight gradient cuts N*P*Q into several slices (and sums them): the mma.sync
+    kernel (128 x 128 blocks per tap) and the wgmma kernel (tiles over all taps: 3 column tiles); both cut the
+    1152 pixels into 2 slices (at least 512 pixels each: conv_op.cpp, weight_grad_splits)."""
+    from accelkernels.backends import cuda_conv
+
+    emu.configure(sm_count=16, compute_capability=capability)
     try:
         x, wt, b = conv_cases.make_conv(2, 8, 24, 24, 8, 3, 3, 1, torch.bfloat16, "nhwc")
+        assert cuda_conv.weight_grad_kernel_for(x, wt.shape, (1, 1), (1, 1), (1, 1), 1) == kernel
         conv_cases.check_against_float64(x, wt, b, dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
                                          None, backend="cuda")
     finally:
-        emu.configure(sm_count=2)
+        emu.configure(sm_count=2, compute_capability=(9, 0))
 
 
 def test_direct_conv_unstaged_path(emu):

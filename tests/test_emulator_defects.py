@@ -17,7 +17,9 @@ from accelkernels.emulator import build
 pytestmark = pytest.mark.emulated
 
 HARNESS = Path(__file__).parent / "emulator" / "gemm_harness.cpp"
-HARNESSES = {"conv2d_wgmma": Path(__file__).parent / "emulator" / "conv_harness.cpp"}  # the rest: HARNESS
+CONV_HARNESS = Path(__file__).parent / "emulator" / "conv_harness.cpp"
+HARNESSES = {"conv2d_wgmma": CONV_HARNESS, "conv2d_wgmma_weight_grad": CONV_HARNESS}  # the rest: HARNESS
+DEFINES = {"conv2d_wgmma_weight_grad": ("AK_CONV_WEIGHT_GRAD=1",)}  # kernel file -> the driver's extra defines
 LAUNCHERS = {  # kernel file -> (launcher, element type)
     "bmm_naive": ("launch_bmm_naive_f32", "float"),
     "bmm_warptile": ("launch_bmm_warptile_f32", "float"),
@@ -26,6 +28,7 @@ LAUNCHERS = {  # kernel file -> (launcher, element type)
     "bmm_wgmma_v2": ("launch_bmm_wgmma_v2_bf16", "__nv_bfloat16"),
     "bmm_wgmma_cluster": ("launch_bmm_wgmma_cluster_bf16", "__nv_bfloat16"),
     "conv2d_wgmma": ("launch_conv2d_wgmma<__nv_bfloat16>", "__nv_bfloat16"),
+    "conv2d_wgmma_weight_grad": ("launch_conv2d_wgmma_weight_grad<__nv_bfloat16>", "__nv_bfloat16"),
 }
 PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
     "bmm_naive": "1 33 17 19 1 0 2",
@@ -42,9 +45,19 @@ PROBLEMS = {  # batch m n k a_kcontig b_kcontig sms
     "conv2d_wgmma_input_grad": "2 80 11 13 32 3 3 2 1 3 2 input_grad 2",
     "conv2d_wgmma_input_grad_s1": "1 16 9 10 24 3 3 1 1 2 2 input_grad 1",  # stride 1, dilation 2: TMA stores
     "conv2d_wgmma_input_grad_tapless": "1 16 9 10 16 3 3 2 1 2 2 input_grad 1",  # dilation 2 at stride 2: odd rows
-}                                                                                 # and columns get no tap
+                                                                                  # and columns get no tap
+    # weight_grad, 2 groups of 72 input channels (2 channel blocks per tap, the second ragged) and 16 output
+    # channels, stride 2, padding 2, dilation 2, 2 images of 10 x 10 output pixels (200: 4 pixel steps, the last
+    # ragged), 2 slices of 2 steps; 3 x 3 x 2 = 18 column blocks: 5 column tiles, the last with two blocks past
+    "conv2d_wgmma_weight_grad": "2 144 19 20 32 3 3 2 2 2 2 weight_grad 2 2",
+    "conv2d_wgmma_weight_grad_one_slice": "1 16 9 10 24 3 3 1 1 1 1 weight_grad 1 1",  # stride 1, one slice
+    "conv2d_wgmma_weight_grad_wide": "1 16 9 10 264 3 3 1 1 1 2 weight_grad 1 2",  # 264 output channels: 3 row tiles
+    "conv2d_wgmma_weight_grad_ragged_slice": "1 16 13 14 24 3 3 1 1 1 1 weight_grad 1 2",  # 182 pixels: slices of 2, 1 steps
+}
 KERNEL_OF = {"bmm_mma_sync_mk": "bmm_mma_sync"}  # problem -> kernel file, where the prefix does not say
 KERNEL_OF.update({problem: "conv2d_wgmma" for problem in PROBLEMS if problem.startswith("conv2d_wgmma")})
+KERNEL_OF.update({problem: "conv2d_wgmma_weight_grad" for problem in PROBLEMS
+                  if problem.startswith("conv2d_wgmma_weight_grad")})
 
 # (id, file, text, replacement, kernel file, problem)
 DEFECTS = [
@@ -62,8 +75,8 @@ DEFECTS = [
      "else ldmatrix_x4<false>(sa + swizzled(k + r, m / 8, BM * 2), af[mt]);", "bmm_mma_sync", "bmm_mma_sync_mk"),
     ("cp.async zero-fill dropped", "mma_sync_tile.cuh", '"r"(valid ? 16 : 0)', '"r"(16)',
      "bmm_mma_sync", "bmm_mma_sync"),
-    ("wrong descriptor stride byte offset", "hopper_tma.cuh", "(uint64_t{1024 >> 4} << 32)",
-     "(uint64_t{512 >> 4} << 32)", "bmm_wgmma", "bmm_wgmma"),
+    ("wrong descriptor stride byte offset", "hopper_tma.cuh", "(uint64_t{16 >> 4} << 16) | (uint64_t{1024 >> 4} << 32)",
+     "(uint64_t{16 >> 4} << 16) | (uint64_t{512 >> 4} << 32)", "bmm_wgmma", "bmm_wgmma"),
     ("wrong mbarrier parity", "bmm_wgmma.cu", "mbar_wait(&full[s], static_cast<unsigned>((step / kStages) & 1));",
      "mbar_wait(&full[s], static_cast<unsigned>(((step / kStages) & 1) ^ 1));", "bmm_wgmma", "bmm_wgmma"),
     ("TMA box off by one row", "bmm_wgmma.cu", "static_cast<int>(tm * BM), static_cast<int>(b), &full[s]);",
@@ -150,6 +163,32 @@ DEFECTS = [
      "conv2d_wgmma", "conv2d_wgmma_input_grad_tapless"),
     ("the group's filter rows at group 0", "conv2d_wgmma.cu", "filter_map(a.weight + group * cg * a.r * a.s * kg",
      "filter_map(a.weight + 0 * cg * a.r * a.s * kg", "conv2d_wgmma", "conv2d_wgmma_input_grad"),
+    # conv2d_wgmma_weight_grad: MN-major operands, the (tap, channel block) columns, split-K
+    ("MN-major tiles read as K-major", "conv2d_wgmma_weight_grad.cu",
+     "mainloop<T, kStages, kStageBytes, kATileBytes, true>", "mainloop<T, kStages, kStageBytes, kATileBytes, false>",
+     "conv2d_wgmma_weight_grad", "conv2d_wgmma_weight_grad"),
+    ("MN-major leading byte offset half a box", "wgmma_128x256.cuh",
+     "matrix_descriptor_mn(b_tile + k * 16 * 128, kBox)", "matrix_descriptor_mn(b_tile + k * 16 * 128, kBox / 2)",
+     "conv2d_wgmma_weight_grad", "conv2d_wgmma_weight_grad"),
+    ("weight_grad im2col offsets of the tap swapped", "conv2d_wgmma_weight_grad.cu",
+     "static_cast<uint16_t>(v.offset0_w + tb * v.offset_step_w),\n"
+     "                          static_cast<uint16_t>(v.offset0_h + ta * v.offset_step_h)",
+     "static_cast<uint16_t>(v.offset0_h + ta * v.offset_step_h),\n"
+     "                          static_cast<uint16_t>(v.offset0_w + tb * v.offset_step_w)",
+     "conv2d_wgmma_weight_grad", "conv2d_wgmma_weight_grad"),
+    ("partial sums of channels past the group's stored", "conv2d_wgmma_weight_grad.cu", "        if (c < g.channels)\n",
+     "        if (c < g.channel_blocks * kBox)\n", "conv2d_wgmma_weight_grad", "conv2d_wgmma_weight_grad"),
+    ("every slice's partial sums in slice 0", "conv2d_wgmma_weight_grad.cu", "float* out = g.partial + split * g.slice;",
+     "float* out = g.partial;", "conv2d_wgmma_weight_grad", "conv2d_wgmma_weight_grad"),
+    ("a split-K slice summed twice", "conv_weight_grad_reduce.cuh", "sum += part[split * slice];",
+     "sum += part[split * slice] * (split == 0 ? 2.0f : 1.0f);", "conv2d_wgmma_weight_grad", "conv2d_wgmma_weight_grad"),
+    ("dy boxes of the first row tile in every row tile", "conv2d_wgmma_weight_grad.cu",
+     "static_cast<int>(tm * BM) + j * kBox, pixel", "j * kBox, pixel", "conv2d_wgmma_weight_grad",
+     "conv2d_wgmma_weight_grad_wide"),
+    ("the producer's last slice a full slice long", "conv2d_wgmma_weight_grad.cu",
+     "      const int64_t first = split * g.steps_per_split, count = std::min(g.steps_per_split, g.steps - first);",
+     "      const int64_t first = split * g.steps_per_split, count = g.steps_per_split;",
+     "conv2d_wgmma_weight_grad", "conv2d_wgmma_weight_grad_ragged_slice"),
     ("out-of-bounds epilogue store", "epilogue.cuh", "if (row < p.m && col < p.n)", "if (row <= p.m && col < p.n)",
      "bmm_mma_sync", "bmm_mma_sync"),
     ("missing __syncthreads after a shared-tile refill (SIMT)", "bmm_warptile.cu",
@@ -170,7 +209,8 @@ def asan_toolchain(tmp_path_factory):
 
 def compile_kernel(tools: Toolchain, kernels_dir: Path, kernel: str, out: Path) -> Path:
     launcher, element = LAUNCHERS[kernel]
-    return tools.program(kernels_dir / f"{kernel}.cu", out, kernels_dir, defines=(f"AK_LAUNCH={launcher}", f"AK_T={element}"),
+    return tools.program(kernels_dir / f"{kernel}.cu", out, kernels_dir,
+                         defines=(f"AK_LAUNCH={launcher}", f"AK_T={element}", *DEFINES.get(kernel, ())),
                          extra_sources=(HARNESSES.get(kernel, HARNESS),))
 
 

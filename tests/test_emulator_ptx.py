@@ -202,19 +202,36 @@ def test_tma_store_ordering_rules(probe_sm90, mode, rule):
     assert rule in probe_sm90("tma_store", mode)
 
 
-def test_wgmma_m64n256k16_layout(probe_sm90):
-    """D = 1 + A (64x16) B (16x256); thread t holds D[16w + g + 8(e/2)][8j + 2c + e%2] in register 4j+e,
-    j = 0..31 (CuTe CLayout_64xN with N = 256)."""
-    d = probe_sm90("wgmma256")["d"]
+def m64n256_registers(products: int):
+    """What the 128 threads' 128 accumulators hold for D = 1 + products * A (64x16) B (16x256), as (128, 32, 4):
+    thread t holds D[16w + g + 8(e/2)][8j + 2c + e%2] in register 4j+e, j = 0..31 (CuTe CLayout_64xN, N = 256);
+    and each register's column."""
     A = np.array([[a_value(m, k) for k in range(16)] for m in range(64)], dtype=np.float64)
     B = np.array([[b_value(k, n) for n in range(256)] for k in range(16)], dtype=np.float64)
-    D = A @ B + 1.0
+    D = products * (A @ B) + 1.0
     t = np.arange(128)[:, None, None]
     j = np.arange(32)[None, :, None]
     e = np.arange(4)[None, None, :]
     rows = 16 * (t // 32) + (t % 32) // 4 + 8 * (e // 2)
-    cols = 8 * j + 2 * (t % 4) + e % 2
-    assert np.array_equal(d.reshape(128, 32, 4), D[rows, cols])
+    cols = np.broadcast_to(8 * j + 2 * (t % 4) + e % 2, (128, 32, 4))
+    return D[rows, cols], cols
+
+
+def test_wgmma_m64n256k16_layout(probe_sm90):
+    """D = 1 + A (64x16) B (16x256) from K-major operands, in the accumulator layout."""
+    expected, _ = m64n256_registers(1)
+    assert np.array_equal(probe_sm90("wgmma256")["d"].reshape(128, 32, 4), expected)
+
+
+def test_wgmma_m64n256k16_from_mn_major_operands(probe_sm90):
+    """imm-trans-a/b = 1: A stored as 16 k-rows of 64 m, B as 16 k-rows of 256 n in four 64-column TMA boxes
+    (the descriptor's leading byte offset from one box to the next), both 128B-swizzled; D = 1 + A B in the
+    same accumulator layout as the K-major case. With B's leading byte offset wrong (mode 1) columns 64-255
+    are wrong and columns 0-63 right: the offset is what finds the next 64 columns."""
+    expected, cols = m64n256_registers(1)
+    assert np.array_equal(probe_sm90("wgmma256_mn")["d"].reshape(128, 32, 4), expected)
+    wrong = probe_sm90("wgmma256_mn", 1)["d"].reshape(128, 32, 4)
+    assert np.array_equal(wrong[cols < 64], expected[cols < 64]) and not np.array_equal(wrong, expected)
 
 
 def test_wgmma_groups_chained_in_flight(probe_sm90):
@@ -222,16 +239,8 @@ def test_wgmma_groups_chained_in_flight(probe_sm90):
     wait_group 1 the registers are still undefined (poison), after wait_group 0 they hold 1 + 2 A B —
     both products, in order (the handler's chains; PTX: accumulator chains need no wait in between)."""
     rows = probe_sm90("wgmma256", 1)
-    A = np.array([[a_value(m, k) for k in range(16)] for m in range(64)], dtype=np.float64)
-    B = np.array([[b_value(k, n) for n in range(256)] for k in range(16)], dtype=np.float64)
-    D = 2 * (A @ B) + 1.0
-    t = np.arange(128)[:, None, None]
-    j = np.arange(32)[None, :, None]
-    e = np.arange(4)[None, None, :]
-    rows_ = 16 * (t // 32) + (t % 32) // 4 + 8 * (e // 2)
-    cols = 8 * j + 2 * (t % 4) + e % 2
     assert np.isnan(rows["mid"]).all()
-    assert np.array_equal(rows["d"].reshape(128, 32, 4), D[rows_, cols])
+    assert np.array_equal(rows["d"].reshape(128, 32, 4), m64n256_registers(2)[0])
 
 
 def test_cluster_multicast_remote_arrive_and_barrier(probe_sm90):

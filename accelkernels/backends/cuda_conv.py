@@ -8,7 +8,8 @@
                  everything else                     -> "direct" (SIMT, any dtype and argument)
     input_grad   1x1 as above -> GEMM; then as the forward: "wgmma" where it serves (every stride
                  phase's im2col view encodable), "implicit_gemm", "direct"
-    weight_grad  tensor-core eligible -> "implicit_gemm" (split-K); else "direct"
+    weight_grad  "wgmma" where the forward's im2col view serves (MN-major tiles, split-K), then
+                 tensor-core eligible -> "implicit_gemm" (split-K); else "direct"
 
 The tensor-core kernels read channels_last operands; the C++ host converts others (a layout change
 that the benchmark's timings include). Results are written in the memory format the op returns.
@@ -61,8 +62,9 @@ def _taps_on_grid(offset: int, dil: int, stride: int, size: int) -> tuple[int, i
 
 def _im2col_axes(pass_: str, size: int, out: int, r: int, stride: int, pad: int, dil: int):
     """Per launch, one spatial axis of its im2col view: (rows, source size, origin, step, taps, largest offset).
-    Mirrors conv_wgmma_views.h: the forward reads x; input_grad one view per stride phase, over dy at step 1."""
-    if pass_ == "forward":
+    Mirrors conv_wgmma_views.h: the forward and weight_grad read x; input_grad one view per stride phase, over dy
+    at step 1."""
+    if pass_ != "input_grad":
         return [(out, size, -pad, stride, r, dil * (r - 1))]
     axes = []
     for phase in range(stride):
@@ -76,13 +78,12 @@ def _im2col_axes(pass_: str, size: int, out: int, r: int, stride: int, pad: int,
 
 def wgmma_conv_unsupported_reason(dtype: torch.dtype, input_shape, weight_shape, stride, padding, dilation, groups,
                                   pass_: str = "forward") -> str | None:
-    """Why the wgmma/im2col-TMA kernel of a pass ("forward", "input_grad") cannot serve this problem, or None.
+    """Why the wgmma/im2col-TMA kernel of a pass ("forward", "input_grad", "weight_grad") cannot serve this problem,
+    or None.
     Mirrors csrc/kernels/conv_wgmma_views.h (conv_wgmma_unsupported_reason), less the layouts, which the host
     makes dense channels_last."""
     n, c, h, w = input_shape
     k, _, r, s = weight_shape
-    if pass_ not in ("forward", "input_grad"):
-        return "the weight gradient has no wgmma kernel yet"
     if dtype not in TENSOR_CORE_DTYPES:
         return f"{dtype} is not float16/bfloat16"
     if (c // groups) % 8 or (k // groups) % 8:
@@ -137,6 +138,15 @@ def input_grad_kernel_for(grad_output: torch.Tensor, input_shape, weight_shape, 
     return kernel
 
 
+def weight_grad_kernel_for(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str:
+    """The weight-gradient kernel, by the forward's rule."""
+    kernel = conv_kernel_for("weight_grad", x.dtype, x.shape[1], weight_shape[0], groups, device_capability(x))
+    if kernel == "implicit_gemm" and hopper_conv_serves(x, x.shape, weight_shape, stride, padding, dilation, groups,
+                                                        "weight_grad"):
+        return "wgmma"
+    return kernel
+
+
 def _gemm_rows(t: torch.Tensor) -> torch.Tensor | None:
     """The (B, pixels, channels) view of a 1x1 problem's input, or None when it cannot be a view."""
     views = pixel_rows(t)
@@ -187,8 +197,7 @@ def input_grad(grad_output, input_shape, weight, stride, padding, dilation, grou
 
 
 def weight_grad(grad_output, x, weight_shape, stride, padding, dilation, groups, channels_last: bool):
-    c, k = x.shape[1], weight_shape[0]
-    kernel = conv_kernel_for("weight_grad", x.dtype, c, k, groups, device_capability(x))
+    kernel = weight_grad_kernel_for(x, weight_shape, stride, padding, dilation, groups)
     return torch.ops.accelkernels.cuda_conv2d_weight_grad(grad_output, x, list(weight_shape), list(stride),
                                                           list(padding), list(dilation), groups, kernel,
                                                           channels_last)

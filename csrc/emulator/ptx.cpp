@@ -3,7 +3,7 @@
 // (f16/bf16 -> f32), mbarrier (init, arrive, expect_tx, try_wait.parity), selp, the fences, named
 // barriers (bar.sync), TMA tile loads (cp.async.bulk.tensor.3d with complete_tx) and stores (bulk
 // groups, wait_group[.read]), setmaxnreg, and wgmma (fence, mma_async m64n128k16 / m64n256k16 from
-// SW128 K-major descriptors, commit_group, wait_group, groups chained in flight). Semantics and
+// SW128 K-major or MN-major descriptors, commit_group, wait_group, groups chained in flight). Semantics and
 // sources: ../shared/EMULATION.md §1 and the comments at each handler.
 // A template with an instruction that is not handled here is an error naming it (the build's
 // rewriter refuses it first: accelkernels/emulator/rewrite.py KNOWN_PTX).
@@ -727,14 +727,26 @@ void bulk_wait(int64_t n) {
 
 // ---- wgmma (warpgroup collectives) -----------------------------------------------------------------
 
-// Element (row, k) of a K-major 128B-swizzled operand: 128-byte rows, 8-row atoms SBO apart, the
-// XOR on the absolute shared address (EMULATION.md §1f).
-float smem_operand(uint64_t desc, int row, int k, bool bf16, const char* what) {
+// The shared address of element (row, k) of a 128B-swizzled operand (row: M for A, N for B), 2-byte
+// elements, the XOR on the absolute shared address (EMULATION.md §1f):
+//   K-major  (imm-trans 0): 128-byte rows of 64 k, 8-row atoms SBO apart (LBO unused);
+//   MN-major (imm-trans 1): 128-byte rows of 64 M/N elements, one row per k, 8-row atoms of k SBO apart,
+//            the next 64 M/N elements LBO on — CuTe's ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), T = 8
+//            (mma_traits_sm90_gmma.hpp, make_gmma_desc<Major::MN>; its GmmaDescriptor comment: for MN-major
+//            "LBO: the stride from the first 8 rows to the next 8 rows" of 16-byte units).
+uint32_t operand_address(uint64_t desc, int row, int k, bool trans) {
   const uint32_t start = static_cast<uint32_t>((desc & 0x3FFF) << 4);
+  const uint32_t lbo = static_cast<uint32_t>(((desc >> 16) & 0x3FFF) << 4);
   const uint32_t sbo = static_cast<uint32_t>(((desc >> 32) & 0x3FFF) << 4);
-  uint32_t lin = start + static_cast<uint32_t>(row / 8) * sbo + static_cast<uint32_t>(row % 8) * 128 + 2 * k;
-  const uint32_t phys = lin ^ (((lin >> 7) & 7) << 4);
-  const uint8_t* p = shared_ptr(phys, 2, 2, what);
+  const uint32_t lin =
+      trans ? start + static_cast<uint32_t>(row / 64) * lbo + static_cast<uint32_t>(k / 8) * sbo +
+                  static_cast<uint32_t>(k % 8) * 128 + 2 * static_cast<uint32_t>(row % 64)
+            : start + static_cast<uint32_t>(row / 8) * sbo + static_cast<uint32_t>(row % 8) * 128 + 2 * static_cast<uint32_t>(k);
+  return lin ^ (((lin >> 7) & 7) << 4);
+}
+
+float smem_operand(uint64_t desc, int row, int k, bool trans, bool bf16, const char* what) {
+  const uint8_t* p = shared_ptr(operand_address(desc, row, k, trans), 2, 2, what);
   uint16_t h;
   std::memcpy(&h, p, 2);
   return half_bits_to_float(h, bf16);
@@ -750,25 +762,25 @@ void wgmma_retire(WgmmaOp& op, int agent, const VC& vc) {
   check_descriptor(op.desc_a, "A");
   check_descriptor(op.desc_b, "B");
   const int n = op.n, per_thread = n / 2;
-  // The shared bytes this op reads, for the race checks: 64 rows of A and N rows of B, 32 bytes each.
+  // The shared bytes this op reads, for the race checks, in the 16-byte pieces the swizzle keeps whole:
+  // K-major, 64 rows of A and N rows of B, 2 pieces (16 k) each; MN-major, 16 k rows of 64 (A) or N (B)
+  // elements, 8 elements a piece.
   for (int which = 0; which < 2; ++which) {
     const uint64_t desc = which ? op.desc_b : op.desc_a;
+    const bool trans = which ? op.trans_b : op.trans_a;
     const int rows = which ? n : 64;
-    const uint32_t start = static_cast<uint32_t>((desc & 0x3FFF) << 4);
-    const uint32_t sbo = static_cast<uint32_t>(((desc >> 32) & 0x3FFF) << 4);
-    for (int row = 0; row < rows; ++row)
-      for (int half = 0; half < 2; ++half) {
-        const uint32_t lin = start + static_cast<uint32_t>(row / 8) * sbo + static_cast<uint32_t>(row % 8) * 128 + 16 * half;
-        const uint32_t phys = lin ^ (((lin >> 7) & 7) << 4);
+    for (int row = 0; row < rows; row += trans ? 8 : 1)
+      for (int k = 0; k < 16; k += trans ? 1 : 8) {
+        const uint32_t phys = operand_address(desc, row, k, trans);
         shared_ptr(phys, 16, 16, which ? "wgmma B operand" : "wgmma A operand");
         shadow_read(phys, 16, agent, vc, "wgmma.mma_async (retired by wgmma.wait_group)");
       }
   }
   static thread_local float A[64][16], B[256][16];
   for (int m = 0; m < 64; ++m)
-    for (int k = 0; k < 16; ++k) A[m][k] = smem_operand(op.desc_a, m, k, op.bf16, "wgmma A operand");
+    for (int k = 0; k < 16; ++k) A[m][k] = smem_operand(op.desc_a, m, k, op.trans_a, op.bf16, "wgmma A operand");
   for (int r = 0; r < n; ++r)
-    for (int k = 0; k < 16; ++k) B[r][k] = smem_operand(op.desc_b, r, k, op.bf16, "wgmma B operand");
+    for (int k = 0; k < 16; ++k) B[r][k] = smem_operand(op.desc_b, r, k, op.trans_b, op.bf16, "wgmma B operand");
   Block& b = block();
   auto chain = b.wg_chains.find(op.regs[0]);
   if (chain == b.wg_chains.end()) fail("wgmma", "internal: an op retired without its accumulator chain");
@@ -811,9 +823,11 @@ void wgmma_mma(const Instr& in, const Regs& r, bool bf16, int n, const std::stri
     op.scale_d = scale != 0;
     for (int i = 4; i < 8; ++i) {
       const int64_t v = l0->instr->args[i].imm;
-      if ((i < 6 && v != 1) || (i >= 6 && v != 0))
-        fail("unsupported wgmma", "imm-scale-a/b other than 1 or imm-trans-a/b other than 0 are not emulated");
+      if (i < 6 && v != 1) fail("unsupported wgmma", "imm-scale-a/b other than 1 are not emulated");
+      if (i >= 6 && v != 0 && v != 1) fail("wgmma misuse", "imm-trans-a/b must be 0 or 1, got " + std::to_string(v));
     }
+    op.trans_a = l0->instr->args[6].imm == 1;  // (f16/bf16 only: the handler's shapes are those)
+    op.trans_b = l0->instr->args[7].imm == 1;
     op.regs.resize(128 * per_thread);
     for (int t = 0; t < 128; ++t) {
       auto* lo = static_cast<LaneOps*>(lanes[t]->coll_payload);

@@ -37,6 +37,7 @@ struct WgmmaOp {  // one wgmma.mma_async of a warpgroup, applied when its group 
   uint64_t desc_a, desc_b;
   bool scale_d;
   bool bf16;
+  bool trans_a, trans_b;           // imm-trans-a/b: the operand is MN-major (M- or N-contiguous rows)
   int n;                           // the shape's N (m64nNk16): N/2 accumulator registers per thread
   std::vector<float*> regs;        // 128 lanes x N/2 accumulator registers (the lanes' own frames)
 };

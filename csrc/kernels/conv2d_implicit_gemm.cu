@@ -27,6 +27,7 @@
 #include <algorithm>
 
 #include "conv_gather.cuh"
+#include "conv_weight_grad_reduce.cuh"
 #include "epilogue.cuh"
 #include "mma_sync_tile.cuh"
 
@@ -158,22 +159,6 @@ __global__ void __launch_bounds__(kThreads) conv2d_implicit_gemm_weight_grad_ker
       }
 }
 
-// dw[k, c, r, s] = Σ over slices, in slice order, of the partial sums; one thread per weight element.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) conv2d_weight_grad_reduce_kernel(ConvArgs<T> p, int64_t splits) {
-  const int64_t kg = p.k / p.groups, cg = p.c / p.groups, taps = p.r * p.s;
-  const int64_t total = p.k * cg * taps;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int64_t c = i % cg, k = (i / cg) % p.k, tap = i / (cg * p.k);  // c fastest: coalesced reads
-  const int64_t g = k / kg, slice = p.groups * taps * kg * cg;
-  const float* part = p.workspace + ((g * taps + tap) * kg + (k - g * kg)) * cg + c;
-  float sum = 0.0f;
-  for (int64_t split = 0; split < splits; ++split) sum += part[split * slice];
-  p.weight[k * p.w_stride[0] + c * p.w_stride[1] + (tap / p.s) * p.w_stride[2] + (tap % p.s) * p.w_stride[3]] =
-      from_float<T>(sum);
-}
-
 // forward (kInputGrad = false) and input_grad: rows = result pixels, columns = its channels per group.
 template <typename T, bool kInputGrad>
 void launch_gather_gemm(const ConvArgs<T>& args, cudaStream_t stream) {
@@ -212,9 +197,7 @@ void launch_conv2d_implicit_gemm_weight_grad(const ConvArgs<T>& args, cudaStream
   const dim3 grid(static_cast<unsigned>(((kg + BM - 1) / BM) * ((cg + BN - 1) / BN)),
                   static_cast<unsigned>(args.groups * taps), static_cast<unsigned>(splits));
   kernel<<<grid, kThreads, kSmemBytes, stream>>>(args, per_split);
-  const int64_t total = args.k * cg * taps;
-  conv2d_weight_grad_reduce_kernel<T><<<static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0,
-                                        stream>>>(args, splits);
+  launch_weight_grad_reduce(args, splits, stream);
 }
 
 #define AK_INSTANTIATE(T)                                                                         \

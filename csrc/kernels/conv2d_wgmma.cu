@@ -29,8 +29,9 @@
 //             launch with no K steps: zeros.
 //
 // Requirements: conv_wgmma_unsupported_reason (conv_wgmma_views.h). The rest goes to `implicit_gemm`.
-// Not yet: the weight gradient, a narrower tile for few result channels (a 256-wide tile computes zeros
-// past them; with many groups that is most of the work), the groups of one call in one launch.
+// The weight gradient is conv2d_wgmma_weight_grad.cu. Not yet: a narrower tile for few result channels (a
+// 256-wide tile computes zeros past them; with many groups that is most of the work), the groups of one call
+// in one launch.
 #include <algorithm>
 #include <stdexcept>
 #include <string>

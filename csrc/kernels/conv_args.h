@@ -83,10 +83,13 @@ const char* conv_implicit_gemm_unsupported_reason(const ConvArgs<T>& p, ConvPass
   return nullptr;
 }
 
-// Hopper (sm_90a only), forward and input_grad: the implicit GEMMs on wgmma fed by im2col TMA copies of the
-// source (x, or dy) and tiled TMA copies of the filter (conv2d_wgmma.cu). Operands must satisfy
-// conv_wgmma_unsupported_reason (conv_wgmma_views.h); input_grad reads the regrouped Wt as above.
+// Hopper (sm_90a only): the implicit GEMMs on wgmma fed by TMA. forward and input_grad (conv2d_wgmma.cu):
+// im2col TMA copies of the source (x, or dy) and tiled TMA copies of the filter; input_grad reads the
+// regrouped Wt as above. weight_grad (conv2d_wgmma_weight_grad.cu): dy and im2col(x) as MN-major tiles,
+// split-K into args.workspace (args.splits slices, as the implicit-GEMM weight_grad's) and the same
+// reduction. Operands must satisfy conv_wgmma_unsupported_reason (conv_wgmma_views.h).
 template <typename T> void launch_conv2d_wgmma(const ConvArgs<T>& args, cudaStream_t stream);
 template <typename T> void launch_conv2d_wgmma_input_grad(const ConvArgs<T>& args, cudaStream_t stream);
+template <typename T> void launch_conv2d_wgmma_weight_grad(const ConvArgs<T>& args, cudaStream_t stream);
 
 }  // namespace accelkernels

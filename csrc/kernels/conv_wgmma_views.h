@@ -93,28 +93,28 @@ inline const char* im2col_view_unsupported_reason(const Im2colView& v) {
   return nullptr;
 }
 
-// Why conv2d_wgmma cannot serve this pass (nullptr when it can). Both passes: channels per group multiples
-// of 8 (16-byte TMA rows), dense channels_last tensors on 16-byte boundaries (the maps' only layout), fewer
-// than 2^31 pixels (32-bit TMA coordinates), and every launch's im2col view encodable. forward reads the
-// filter as (K, R, S, C/groups); input_grad reads the host's regrouped Wt (C, R, S, K/groups), writes dx
-// and reads dy (conv_args.h).
+// Why the wgmma convolutions cannot serve this pass (nullptr when it can). Every pass: channels per group
+// multiples of 8 (16-byte TMA rows), dense channels_last x and y on 16-byte boundaries (the maps' only
+// layout), fewer than 2^31 pixels (32-bit TMA coordinates), and every launch's im2col view encodable.
+// forward reads the filter as (K, R, S, C/groups); input_grad reads the host's regrouped Wt (C, R, S,
+// K/groups), writes dx and reads dy (conv_args.h); weight_grad (conv2d_wgmma_weight_grad.cu) reads x
+// through the forward's view and dy as a matrix, and writes dw through its strides (any layout).
 template <typename T>
 const char* conv_wgmma_unsupported_reason(const ConvArgs<T>& p, ConvPass pass) {
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   auto dense_nhwc = [](const int64_t (&st)[4], int64_t c, int64_t h, int64_t w) {
     return st[1] == 1 && st[3] == c && st[2] == w * c && st[0] == h * w * c;
   };
-  if (pass == ConvPass::kWeightGrad) return "the weight gradient has no wgmma kernel yet";
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   if (cg % 8 != 0 || kg % 8 != 0) return "channels per group (input and output) must be multiples of 8";
   if (!aligned(p.x) || !dense_nhwc(p.x_stride, p.c, p.h, p.w)) return "x must be a dense channels_last tensor";
   if (!aligned(p.y) || !dense_nhwc(p.y_stride, p.k, p.p, p.q)) return "y must be a dense channels_last tensor";
   const bool forward = pass == ConvPass::kForward;
-  if (!aligned(p.weight) || !dense_nhwc(p.w_stride, forward ? cg : kg, p.r, p.s))
+  if (pass != ConvPass::kWeightGrad && (!aligned(p.weight) || !dense_nhwc(p.w_stride, forward ? cg : kg, p.r, p.s)))
     return "the filter must be dense channels_last";
   if (p.n * p.p * p.q >= (int64_t{1} << 31) || p.n * p.h * p.w >= (int64_t{1} << 31))
     return "more than 2^31 pixels (32-bit TMA coordinates)";
-  if (forward) return im2col_view_unsupported_reason(forward_view(p));
+  if (pass != ConvPass::kInputGrad) return im2col_view_unsupported_reason(forward_view(p));
   for (int64_t phase = 0; phase < gemm_phases<true>(p); ++phase)
     if (const char* why = im2col_view_unsupported_reason(input_grad_view(p, phase))) return why;
   return nullptr;

@@ -175,6 +175,16 @@ __device__ __forceinline__ uint64_t matrix_descriptor(const void* tile) {
   const uint64_t addr = smem_addr(tile);
   return ((addr & 0x3FFFF) >> 4) | (uint64_t{16 >> 4} << 16) | (uint64_t{1024 >> 4} << 32) | (1ull << 62);
 }
+// The same for an MN-major tile (wgmma's imm-trans = 1, f16/bf16 only): the reduction index runs down the
+// 128-byte rows (8-row atoms 1024 B apart: the stride byte offset) and M or N along them, 64 elements per
+// row; the next 64 of M or N start `next64_bytes` on (the leading byte offset). CuTe's canonical MN-major
+// SW128 layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), T = 8 (include/cute/atom/mma_traits_sm90_gmma.hpp,
+// make_gmma_desc<Major::MN>): exactly the image of boxes of (reduction rows x 64 elements) TMA writes.
+__device__ __forceinline__ uint64_t matrix_descriptor_mn(const void* tile, uint32_t next64_bytes) {
+  const uint64_t addr = smem_addr(tile);
+  return ((addr & 0x3FFFF) >> 4) | (uint64_t{(next64_bytes >> 4) & 0x3FFF} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (1ull << 62);
+}
 
 // Ties the accumulators to this point of the instruction stream: the compiler sees the wgmma results only
 // as the asm's "+f" operands, so without this it may move register math on them (the epilogue) above a

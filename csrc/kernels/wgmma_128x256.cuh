@@ -52,10 +52,12 @@ using namespace hopper;
 #define AK_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                  "+f"(d[i + 6]), "+f"(d[i + 7])
 
-// D (64 x 256, fp32, 128 registers per thread) += A (64 x 16) * B (16 x 256), both from shared memory.
-template <typename T>
+// D (64 x 256, fp32, 128 registers per thread) += A (64 x 16) * B (16 x 256), both from shared memory:
+// K-major (imm-trans-a/b = 0), or with kMNMajor both MN-major (imm-trans = 1: A stored M-contiguous, B
+// N-contiguous; matrix_descriptor_mn).
+template <typename T, bool kMNMajor = false>
 __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
-#define AK_WGMMA_ASM(TYPE)                                                                                   \
+#define AK_WGMMA_ASM(TYPE, TRANS)                                                                            \
   asm volatile("{\n"                                                                                         \
                "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " "                              \
                "{"                                                                                           \
@@ -68,15 +70,20 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_
                "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
                "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127" \
                "}, "                                                                                         \
-               "%128, %129, 1, 1, 1, 0, 0;\n"                                                                \
+               "%128, %129, 1, 1, 1, " TRANS ";\n"                                                           \
                "}\n"                                                                                         \
                : AK_D8(0), AK_D8(8), AK_D8(16), AK_D8(24), AK_D8(32), AK_D8(40), AK_D8(48), AK_D8(56),          \
                  AK_D8(64), AK_D8(72), AK_D8(80), AK_D8(88), AK_D8(96), AK_D8(104), AK_D8(112), AK_D8(120)   \
                : "l"(desc_a), "l"(desc_b))
-  if constexpr (std::is_same_v<T, __half>) {
-    AK_WGMMA_ASM("f16");
+  constexpr bool kHalf = std::is_same_v<T, __half>;
+  if constexpr (kHalf && !kMNMajor) {
+    AK_WGMMA_ASM("f16", "0, 0");
+  } else if constexpr (!kMNMajor) {
+    AK_WGMMA_ASM("bf16", "0, 0");
+  } else if constexpr (kHalf) {
+    AK_WGMMA_ASM("f16", "1, 1");
   } else {
-    AK_WGMMA_ASM("bf16");
+    AK_WGMMA_ASM("bf16", "1, 1");
   }
 #undef AK_WGMMA_ASM
 }
@@ -93,8 +100,11 @@ __device__ __forceinline__ void wgmma_wait() {
 // tile), commit, and wait until at most one group is pending: the previous step's group has retired, so
 // its stage goes back to the producer(s) by `release(stage)` (one thread of the warpgroup calls it) while
 // this step's group keeps the tensor cores busy. `step` counts K steps over every tile (stage = step % S).
-// Stage layout: A (BM x BK) at the stage's start, B (BN x BK) at +a_bytes, both 128B-swizzled K-major.
-template <typename T, int kStages, int kStageBytes, int kATileBytes, typename Release>
+// Stage layout: A (BM x BK) at the stage's start, B (BN x BK) at +a_bytes, both 128B-swizzled K-major
+// (128-byte rows of 64 K elements). With kMNMajor both are MN-major: rows of 64 M (or N) elements, one
+// per K index, in boxes of BK rows (8 KB): A's two boxes are the consumers' 64 rows each, B's four boxes
+// its 256 columns; a K step of 16 is 16 rows (2 KB) down the boxes.
+template <typename T, int kStages, int kStageBytes, int kATileBytes, bool kMNMajor = false, typename Release>
 __device__ __forceinline__ void mainloop(float (&d)[128], const unsigned char* smem, uint64_t* full, int64_t& step,
                                          int64_t k_tiles, int consumer, int thread_in_group, Release release) {
 #pragma unroll
@@ -107,8 +117,15 @@ __device__ __forceinline__ void mainloop(float (&d)[128], const unsigned char* s
     const unsigned char* b_tile = smem + s * kStageBytes + kATileBytes;
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-    for (int k = 0; k < BK / 16; ++k)  // 16 elements = 32 bytes along the swizzled row per step
-      wgmma_m64n256k16<T>(d, matrix_descriptor(a_tile + k * 32), matrix_descriptor(b_tile + k * 32));
+    for (int k = 0; k < BK / 16; ++k) {
+      if constexpr (kMNMajor) {  // 16 rows = 2 KB down the boxes; B's next 64 columns one box (BK rows) on
+        constexpr uint32_t kBox = 64 * BK * 2;
+        wgmma_m64n256k16<T, true>(d, matrix_descriptor_mn(a_tile + k * 16 * 128, kBox),
+                                  matrix_descriptor_mn(b_tile + k * 16 * 128, kBox));
+      } else {  // 16 elements = 32 bytes along the swizzled row
+        wgmma_m64n256k16<T>(d, matrix_descriptor(a_tile + k * 32), matrix_descriptor(b_tile + k * 32));
+      }
+    }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     wgmma_wait<1>();  // step kt-1's group has retired (step kt's stays in flight): its stage may be refilled
     if (kt > 0 && thread_in_group == 0) release(static_cast<int>((step - 1) % kStages));

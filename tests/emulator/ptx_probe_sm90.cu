@@ -141,6 +141,35 @@ __global__ void wgmma256_probe(const __grid_constant__ CUtensorMap map_a, const 
   for (int i = 0; i < 128; ++i) out[threadIdx.x * 128 + i] = d[i];
 }
 
+// The same product from MN-major operands (imm-trans 1): A stored as 16 k-rows of 64 m (one 16 x 64 box,
+// 2 KB), B as 16 k-rows of 256 n in four 16 x 64 boxes (2 KB apart: the descriptor's leading byte offset);
+// the second k16 of a K step would start 16 rows on. mode 1: B's leading byte offset one box short
+// (1 KB), so columns 64-255 read the wrong rows — the test sees the layout's LBO matter.
+__global__ void wgmma256_mn_probe(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                                  float* out, int mode) {
+  extern __shared__ __align__(1024) unsigned char smem[];
+  unsigned char* a_tile = smem;                // 16 rows x 128 B
+  unsigned char* b_tile = smem + 2048;         // 4 boxes of 16 rows x 128 B
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem + 5 * 2048);
+  if (threadIdx.x == 0) {
+    mbar_init(bar, 1);
+    fence_barrier_init();
+    mbar_expect_tx(bar, 5 * 2048);
+    tma_load(a_tile, &map_a, 0, 0, 0, bar);
+    for (int j = 0; j < 4; ++j) tma_load(b_tile + j * 2048, &map_b, 64 * j, 0, 0, bar);
+  }
+  __syncthreads();
+  mbar_wait(bar, 0);
+  float d[128];
+  for (int i = 0; i < 128; ++i) d[i] = 1.0f;
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+  wgmma_m64n256k16<__nv_bfloat16, true>(d, matrix_descriptor_mn(a_tile, 2048),
+                                        matrix_descriptor_mn(b_tile, mode == 1 ? 1024 : 2048));
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  wgmma_wait<0>();
+  for (int i = 0; i < 128; ++i) out[threadIdx.x * 128 + i] = d[i];
+}
+
 // A cluster of two 32-thread blocks. Each block's thread 0 initialises `bar` (count 2: one arrive from
 // each block) and expects a 16 x 64 bf16 box; block 0 multicasts the box to both blocks (ctaMask 0b11);
 // each thread 0 arrives on both blocks' barriers through mapa; each block waits for its barrier and
@@ -272,6 +301,17 @@ int main(int argc, char** argv) {
       wgmma256_probe<<<1, 128, 320 * 128 + 1024>>>(ma, mb, out.data(), mid.data(), mode);
       print("d", out);
       print("mid", mid);
+    } else if (what == "wgmma256_mn") {  // A as (k, m), B as (k, n): the MN-major images
+      alignas(16) static __nv_bfloat16 a[16 * 64], b[16 * 256];
+      for (int k = 0; k < 16; ++k) {
+        for (int m = 0; m < 64; ++m) a[k * 64 + m] = __float2bfloat16_rn(a_value(m, k));
+        for (int n = 0; n < 256; ++n) b[k * 256 + n] = __float2bfloat16_rn(b_value(k, n));
+      }
+      const CUtensorMap ma = bf16_map(a, 64, 16, 16), mb = bf16_map(b, 256, 16, 16);
+      std::vector<float> out(128 * 128);
+      cudaFuncSetAttribute(wgmma256_mn_probe, cudaFuncAttributeMaxDynamicSharedMemorySize, 5 * 2048 + 1024);
+      wgmma256_mn_probe<<<1, 128, 5 * 2048 + 1024>>>(ma, mb, out.data(), mode);
+      print("d", out);
     } else {
       std::printf("unknown probe\n");
       return 3;
