@@ -117,34 +117,29 @@ def hopper_conv_serves(t: torch.Tensor, input_shape, weight_shape, stride, paddi
                                               pass_) is None)
 
 
-def forward_kernel_for(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str:
-    """The forward kernel of a non-GEMM problem: on compute capability 9.0 with sm_90a code, the wgmma
-    kernel where it serves (the newer step of the tensor-core ladder), else conv_kernel_for's choice."""
-    kernel = conv_kernel_for("forward", x.dtype, x.shape[1], weight_shape[0], groups, device_capability(x))
-    if kernel == "implicit_gemm" and hopper_conv_serves(x, x.shape, weight_shape, stride, padding, dilation, groups,
-                                                        "forward"):
+def pass_kernel_for(pass_: str, t: torch.Tensor, input_shape, weight_shape, stride, padding, dilation,
+                    groups) -> str:
+    """The kernel of a pass of a non-GEMM problem (``t``: the tensor the pass reads, for its dtype and device):
+    on compute capability 9.0 with sm_90a code, the wgmma kernel where it serves (the newer step of the
+    tensor-core ladder), else conv_kernel_for's choice."""
+    kernel = conv_kernel_for(pass_, t.dtype, input_shape[1], weight_shape[0], groups, device_capability(t))
+    if kernel == "implicit_gemm" and hopper_conv_serves(t, input_shape, weight_shape, stride, padding, dilation,
+                                                        groups, pass_):
         return "wgmma"
     return kernel
+
+
+def forward_kernel_for(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str:
+    return pass_kernel_for("forward", x, x.shape, weight_shape, stride, padding, dilation, groups)
 
 
 def input_grad_kernel_for(grad_output: torch.Tensor, input_shape, weight_shape, stride, padding, dilation,
                           groups) -> str:
-    """The input-gradient kernel of a non-GEMM problem, by the forward's rule."""
-    kernel = conv_kernel_for("input_grad", grad_output.dtype, input_shape[1], weight_shape[0], groups,
-                             device_capability(grad_output))
-    if kernel == "implicit_gemm" and hopper_conv_serves(grad_output, input_shape, weight_shape, stride, padding,
-                                                        dilation, groups, "input_grad"):
-        return "wgmma"
-    return kernel
+    return pass_kernel_for("input_grad", grad_output, input_shape, weight_shape, stride, padding, dilation, groups)
 
 
 def weight_grad_kernel_for(x: torch.Tensor, weight_shape, stride, padding, dilation, groups) -> str:
-    """The weight-gradient kernel, by the forward's rule."""
-    kernel = conv_kernel_for("weight_grad", x.dtype, x.shape[1], weight_shape[0], groups, device_capability(x))
-    if kernel == "implicit_gemm" and hopper_conv_serves(x, x.shape, weight_shape, stride, padding, dilation, groups,
-                                                        "weight_grad"):
-        return "wgmma"
-    return kernel
+    return pass_kernel_for("weight_grad", x, x.shape, weight_shape, stride, padding, dilation, groups)
 
 
 def _gemm_rows(t: torch.Tensor) -> torch.Tensor | None:
